@@ -1,0 +1,479 @@
+//! Use cases that need more than one aggregate: enrolling with sealed contact details,
+//! submitting a referral (program terms, ambassador, candidate claim, prior contact), and
+//! the process manager that requests a payout for every payable milestone.
+//!
+//! The HTTP API, the demo loader and the tests all go through these functions, so a
+//! referral made by any of them has the same events, keys and reservations.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::EventEnvelope;
+use referrals_domain::ambassador::{Ambassador, AmbassadorCommand, EnrollAmbassador};
+use referrals_domain::ids::{AgencyId, AmbassadorId, PayoutId, ProgramId, ReferralId};
+use referrals_domain::payout::{Payout, PayoutCommand, RequestPayout, Requester};
+use referrals_domain::program::{CreateProgram, Program, ProgramCommand};
+use referrals_domain::referral::{
+    AmbassadorSnapshot, ProgramSnapshot, Referral, ReferralCommand, ReferralEvent, SealedContact,
+    SubmitReferral,
+};
+use referrals_domain::services::{PayoutServices, ReferralServices};
+use referrals_domain::terms::{AmbassadorKind, Recipient, Terms};
+use referrals_domain::values::{ContactKeys, Currency, FreeText, Money};
+use referrals_domain::DomainError;
+use sqlx::PgPool;
+
+use crate::crypto::MasterKey;
+use crate::event_store::{
+    Actor, AggregateStore, CommandError, CommandMetadata, Executed, Tenanted,
+};
+use crate::keys::{KeyError, KeyVault};
+use crate::personal::{ContactDetails, PersonalData};
+use crate::reservations::{PgBonusCapLedger, PgCandidateRegistry};
+
+/// The name recorded as the actor of payouts requested for reached milestones.
+pub const PAYOUT_REQUESTER_JOB: &str = "payout_requester";
+
+/// How many times a command that lost a version race is retried by a job.
+const JOB_RETRIES: usize = 5;
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A rule rejected the command, or a value was invalid.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The named resource does not exist in the caller's agency.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Another request changed the resource first.
+    #[error("the {aggregate_type} was changed by another request; reload it and try again")]
+    Conflict {
+        /// The aggregate's type.
+        aggregate_type: &'static str,
+    },
+    /// The subject's personal data was erased, so it cannot be used any more.
+    #[error("the personal data of this {0} was erased")]
+    Erased(&'static str),
+    /// The database is unavailable.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else that is the platform's fault.
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl From<CommandError<DomainError>> for AppError {
+    fn from(error: CommandError<DomainError>) -> Self {
+        match error {
+            CommandError::Rejected(error) => Self::Domain(error),
+            CommandError::NotFound { aggregate_type } => Self::NotFound(aggregate_type),
+            CommandError::Conflict { aggregate_type } => Self::Conflict { aggregate_type },
+            CommandError::Unavailable(error) => Self::Unavailable(error.to_string()),
+            CommandError::Failed(error) => Self::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<KeyError> for AppError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Database(error) => Self::Unavailable(error.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A new program, as a user enters it.
+#[derive(Debug, Clone)]
+pub struct NewProgram {
+    /// The program's name.
+    pub name: String,
+    /// The currency its bonuses are paid in.
+    pub currency: Currency,
+    /// The first version of its terms.
+    pub terms: Terms,
+}
+
+/// A new ambassador, as a recruiter enters them.
+#[derive(Debug, Clone)]
+pub struct NewAmbassador {
+    /// Contact details, sealed before they are stored.
+    pub contact: ContactDetails,
+    /// What kind of ambassador this is.
+    pub kind: AmbassadorKind,
+    /// The agency's own id for the person, such as a payroll number.
+    pub external_id: Option<String>,
+    /// Whether the ambassador agreed to text messages.
+    pub sms_consent: bool,
+}
+
+/// A new referral, as a recruiter enters it.
+#[derive(Debug, Clone)]
+pub struct NewReferral {
+    /// The program it is submitted to.
+    pub program_id: ProgramId,
+    /// Who refers.
+    pub ambassador_id: AmbassadorId,
+    /// The referred candidate.
+    pub candidate: ContactDetails,
+    /// The job the candidate is referred for, in the agency's words.
+    pub job_reference: Option<String>,
+    /// A note about the candidate, sealed like their contact details.
+    pub note: Option<FreeText>,
+}
+
+/// The application: every aggregate store and the services behind them.
+pub struct Application {
+    pool: PgPool,
+    personal: PersonalData,
+    /// Programs and their versioned terms.
+    pub programs: AggregateStore<Program>,
+    /// Ambassadors.
+    pub ambassadors: AggregateStore<Ambassador>,
+    /// Referrals.
+    pub referrals: AggregateStore<Referral>,
+    /// Payouts.
+    pub payouts: AggregateStore<Payout>,
+}
+
+impl Application {
+    /// Wires the application over a pool and the master key.
+    pub fn new(pool: PgPool, master: MasterKey) -> Self {
+        let vault = Arc::new(KeyVault::new(pool.clone(), master));
+        let referral_services = ReferralServices {
+            candidates: Arc::new(PgCandidateRegistry::new(pool.clone())),
+        };
+        let payout_services = PayoutServices {
+            bonus_caps: Arc::new(PgBonusCapLedger::new(pool.clone())),
+        };
+        Self {
+            personal: PersonalData::new(vault),
+            programs: AggregateStore::new(pool.clone(), ()),
+            ambassadors: AggregateStore::new(pool.clone(), ()),
+            referrals: AggregateStore::new(pool.clone(), referral_services),
+            payouts: AggregateStore::new(pool.clone(), payout_services),
+            pool,
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Sealing and opening of personal data.
+    pub fn personal(&self) -> &PersonalData {
+        &self.personal
+    }
+
+    /// Creates a program with its first terms.
+    ///
+    /// # Errors
+    /// Returns [`AppError::Domain`] when the terms are invalid.
+    pub async fn create_program(
+        &self,
+        metadata: &CommandMetadata,
+        program: NewProgram,
+    ) -> Result<Executed<Program>, AppError> {
+        let program_id = ProgramId::new();
+        let command = ProgramCommand::CreateProgram(CreateProgram {
+            program_id,
+            agency_id: metadata.agency_id,
+            name: program.name,
+            currency: program.currency,
+            terms: program.terms,
+            at: metadata.recorded_at,
+        });
+        Ok(self
+            .programs
+            .execute(&program_id.to_string(), command, metadata, None)
+            .await?)
+    }
+
+    /// Enrolls an ambassador, sealing their contact details under a new data key.
+    ///
+    /// # Errors
+    /// Returns [`AppError::Domain`] when a value is invalid.
+    pub async fn enroll_ambassador(
+        &self,
+        metadata: &CommandMetadata,
+        ambassador: NewAmbassador,
+    ) -> Result<Executed<Ambassador>, AppError> {
+        let ambassador_id = AmbassadorId::new();
+        let sealed = self
+            .personal
+            .seal_contact(metadata.agency_id, ambassador_id.0, &ambassador.contact)
+            .await?;
+        let command = AmbassadorCommand::EnrollAmbassador(EnrollAmbassador {
+            ambassador_id,
+            agency_id: metadata.agency_id,
+            kind: ambassador.kind,
+            name: sealed.name,
+            email: sealed.email,
+            phone: sealed.phone,
+            external_id: ambassador.external_id,
+            sms_consent: ambassador.sms_consent,
+            at: metadata.recorded_at,
+        });
+        Ok(self
+            .ambassadors
+            .execute(&ambassador_id.to_string(), command, metadata, None)
+            .await?)
+    }
+
+    /// Submits a referral: takes the terms in force now, checks the ambassador, claims the
+    /// candidate (or records the referral as a duplicate of the owner) and records it.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown program or ambassador, [`AppError::Domain`]
+    /// when a rule rejects the referral (self-referral, closed program, ...).
+    pub async fn submit_referral(
+        &self,
+        metadata: &CommandMetadata,
+        referral: NewReferral,
+    ) -> Result<Executed<Referral>, AppError> {
+        let agency_id = metadata.agency_id;
+        let program = self
+            .program_snapshot(agency_id, referral.program_id)
+            .await?;
+        let ambassador = self
+            .ambassador_snapshot(agency_id, referral.ambassador_id)
+            .await?;
+
+        let referral_id = ReferralId::new();
+        let candidate_keys = self
+            .personal
+            .contact_keys(
+                agency_id,
+                referral.candidate.email.as_ref(),
+                referral.candidate.phone.as_ref(),
+            )
+            .await?;
+        let sealed = self
+            .personal
+            .seal_contact(agency_id, referral_id.0, &referral.candidate)
+            .await?;
+        let note = match &referral.note {
+            Some(note) => Some(
+                self.personal
+                    .seal_note(agency_id, referral_id.0, note)
+                    .await?,
+            ),
+            None => None,
+        };
+        let prior_contact = self
+            .known_before(
+                agency_id,
+                &candidate_keys,
+                metadata.recorded_at,
+                program.terms.prior_contact_lookback_days,
+            )
+            .await?;
+
+        let command = ReferralCommand::SubmitReferral(SubmitReferral {
+            referral_id,
+            agency_id,
+            program,
+            ambassador,
+            candidate: SealedContact {
+                name: sealed.name,
+                email: sealed.email,
+                phone: sealed.phone,
+            },
+            candidate_keys,
+            prior_contact,
+            job_reference: referral.job_reference,
+            note,
+            at: metadata.recorded_at,
+        });
+        Ok(self
+            .referrals
+            .execute(&referral_id.to_string(), command, metadata, None)
+            .await?)
+    }
+
+    /// Executes a command on an existing referral, then requests the payouts of any
+    /// milestone it reached.
+    ///
+    /// # Errors
+    /// As [`AggregateStore::execute`], plus failures of the payout requests.
+    pub async fn execute_referral(
+        &self,
+        metadata: &CommandMetadata,
+        referral_id: ReferralId,
+        command: ReferralCommand,
+        expected_version: Option<usize>,
+    ) -> Result<Executed<Referral>, AppError> {
+        let executed = self
+            .referrals
+            .execute(
+                &referral_id.to_string(),
+                command,
+                metadata,
+                expected_version,
+            )
+            .await?;
+        self.request_payouts(metadata, referral_id, &executed.aggregate, &executed.events)
+            .await?;
+        Ok(executed)
+    }
+
+    /// The process manager for milestones: requests one payout for every payable
+    /// milestone among `events`. Payout ids are derived from the referral, the milestone
+    /// and the recipient, so running it again for the same events creates nothing new.
+    ///
+    /// # Errors
+    /// Returns the first payout request that failed after its retries.
+    pub async fn request_payouts(
+        &self,
+        cause: &CommandMetadata,
+        referral_id: ReferralId,
+        referral: &Referral,
+        events: &[EventEnvelope<Referral>],
+    ) -> Result<Vec<PayoutId>, AppError> {
+        let mut requested = Vec::new();
+        for envelope in events {
+            let ReferralEvent::MilestoneReached {
+                milestone,
+                key,
+                payable: true,
+                ..
+            } = &envelope.payload
+            else {
+                continue;
+            };
+            let (Some(terms), Some(program_id), Some(ambassador_id), Some(currency)) = (
+                referral.terms(),
+                referral.program_id(),
+                referral.ambassador_id(),
+                referral.currency(),
+            ) else {
+                return Err(AppError::Internal(format!(
+                    "referral {referral_id} reached a milestone before it was submitted"
+                )));
+            };
+            let payout_id = PayoutId::for_milestone(referral_id, key, milestone.recipient);
+            let event_id =
+                uuid::Uuid::new_v5(&referral_id.0, format!("{}", envelope.sequence).as_bytes());
+            let metadata = cause.caused_by(
+                Actor::System {
+                    job: PAYOUT_REQUESTER_JOB.to_owned(),
+                },
+                event_id,
+            );
+            let command = PayoutCommand::RequestPayout(RequestPayout {
+                payout_id,
+                agency_id: cause.agency_id,
+                referral_id,
+                program_id,
+                ambassador_id,
+                recipient: milestone.recipient,
+                milestone: key.clone(),
+                amount: Money::new(milestone.amount, currency).map_err(DomainError::from)?,
+                requested_by: Requester::System {
+                    job: PAYOUT_REQUESTER_JOB.to_owned(),
+                },
+                annual_bonus_cap: match milestone.recipient {
+                    Recipient::Ambassador => terms.annual_bonus_cap,
+                    Recipient::Candidate => None,
+                },
+                referrer_must_be_active: terms.referrer_must_be_active,
+                at: metadata.recorded_at,
+            });
+            self.execute_with_retries(&self.payouts, &payout_id.to_string(), command, &metadata)
+                .await?;
+            requested.push(payout_id);
+        }
+        Ok(requested)
+    }
+
+    /// Executes a job's command, retrying when a concurrent writer won the version race:
+    /// the retry sees the winner's events and, for idempotent commands, does nothing.
+    async fn execute_with_retries<A>(
+        &self,
+        store: &AggregateStore<A>,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<A>, AppError>
+    where
+        A: cqrs_es::Aggregate<Error = DomainError> + Tenanted,
+        A::Command: Clone,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match store
+                .execute(aggregate_id, command.clone(), metadata, None)
+                .await
+            {
+                Err(CommandError::Conflict { .. }) if attempt < JOB_RETRIES => continue,
+                outcome => return Ok(outcome?),
+            }
+        }
+    }
+
+    async fn program_snapshot(
+        &self,
+        agency_id: AgencyId,
+        program_id: ProgramId,
+    ) -> Result<ProgramSnapshot, AppError> {
+        let (program, _) = self
+            .programs
+            .load(agency_id, &program_id.to_string())
+            .await?
+            .ok_or(AppError::NotFound("program"))?;
+        program.snapshot().ok_or(AppError::NotFound("program"))
+    }
+
+    async fn ambassador_snapshot(
+        &self,
+        agency_id: AgencyId,
+        ambassador_id: AmbassadorId,
+    ) -> Result<AmbassadorSnapshot, AppError> {
+        let (ambassador, _) = self
+            .ambassadors
+            .load(agency_id, &ambassador_id.to_string())
+            .await?
+            .ok_or(AppError::NotFound("ambassador"))?;
+        let contact_keys = self
+            .personal
+            .sealed_contact_keys(
+                agency_id,
+                ambassador_id.0,
+                ambassador.email(),
+                ambassador.phone(),
+            )
+            .await?;
+        ambassador
+            .snapshot(contact_keys)
+            .ok_or(AppError::NotFound("ambassador"))
+    }
+
+    /// Returns true when the agency knew the candidate within the look-back period.
+    async fn known_before(
+        &self,
+        agency_id: AgencyId,
+        keys: &ContactKeys,
+        at: DateTime<Utc>,
+        lookback_days: u32,
+    ) -> Result<bool, AppError> {
+        let keys: Vec<&str> = [&keys.email, &keys.phone]
+            .into_iter()
+            .flatten()
+            .map(|key| key.0.as_str())
+            .collect();
+        let since = (at - Duration::days(i64::from(lookback_days))).date_naive();
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM known_candidates
+                             WHERE agency_id = $1 AND contact_key = ANY($2) AND last_contact_on >= $3)",
+        )
+        .bind(agency_id.0)
+        .bind(&keys)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| AppError::Unavailable(error.to_string()))
+    }
+}

@@ -1,0 +1,426 @@
+//! The event store: postgres-es persistence with exact conflict reporting, event metadata,
+//! and a command executor that returns what it committed.
+//!
+//! postgres-es reports every unique violation during an append as an optimistic-lock
+//! error. [`EventRepository`] wraps it and checks, after such an error, whether another
+//! writer really appended to the same aggregate; only then is the error a version conflict.
+//!
+//! [`AggregateStore::execute`] follows the steps of cqrs-es's `CqrsFramework` (load,
+//! handle, commit) through the same public traits, but returns the new state and the
+//! committed events, which the framework discards, and dispatches to no in-process query:
+//! read models follow the events table in global order instead.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
+    SerializedSnapshot,
+};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use referrals_domain::ids::{AgencyId, UserId};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Aggregates whose snapshot is refreshed every this many events; long histories (hours
+/// recorded week after week) then load from the snapshot plus at most this many events.
+pub const SNAPSHOT_EVERY: usize = 50;
+
+/// The postgres-es repository, with unique violations that are not version conflicts
+/// reported as what they are.
+pub struct EventRepository {
+    inner: PostgresEventRepository,
+    pool: PgPool,
+}
+
+impl EventRepository {
+    /// Creates a repository over the `events` and `snapshots` tables.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            inner: PostgresEventRepository::new(pool.clone()),
+            pool,
+        }
+    }
+
+    /// Returns true when the aggregate already has an event at or after `sequence`,
+    /// which is what a genuine version conflict leaves behind.
+    async fn sequence_taken(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3)",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+    }
+}
+
+/// A unique violation during an append that was not caused by a concurrent writer.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "appending to {aggregate_type} {aggregate_id} violated a unique constraint, \
+     but no other writer appended to it"
+)]
+pub struct UnexpectedUniqueViolation {
+    aggregate_type: String,
+    aggregate_id: String,
+}
+
+impl PersistedEventRepository for EventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.inner.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.inner
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        self.inner.get_snapshot::<A>(aggregate_id).await
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        match self.inner.persist::<A>(events, snapshot_update).await {
+            Err(PersistenceError::OptimisticLockError) => {
+                let Some(first) = events.first() else {
+                    return Err(PersistenceError::OptimisticLockError);
+                };
+                let taken = self
+                    .sequence_taken(A::TYPE, &first.aggregate_id, first.sequence)
+                    .await
+                    .map_err(|error| PersistenceError::ConnectionError(Box::new(error)))?;
+                if taken {
+                    Err(PersistenceError::OptimisticLockError)
+                } else {
+                    Err(PersistenceError::UnknownError(Box::new(
+                        UnexpectedUniqueViolation {
+                            aggregate_type: A::TYPE.to_owned(),
+                            aggregate_id: first.aggregate_id.clone(),
+                        },
+                    )))
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.inner.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.inner.stream_all_events::<A>().await
+    }
+}
+
+/// Who issued a command: a signed-in user acting in one of their roles, or a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A user of the agency (or a platform operator) acting in `role`.
+    User {
+        /// The user's id.
+        id: UserId,
+        /// The role the user acted in, such as `recruiter`.
+        role: String,
+    },
+    /// An automatic job, such as the process manager that requests payouts.
+    System {
+        /// The job's name, such as `payout_requester`.
+        job: String,
+    },
+}
+
+/// The context every event carries: agency, actor, time and the ids that tie a request's
+/// events together. Stored as the event's metadata.
+#[derive(Debug, Clone)]
+pub struct CommandMetadata {
+    /// The agency the command acts in.
+    pub agency_id: AgencyId,
+    /// Who issued the command.
+    pub actor: Actor,
+    /// When the command was accepted (UTC).
+    pub recorded_at: DateTime<Utc>,
+    /// Shared by every event that one business operation caused, across aggregates.
+    pub correlation_id: Uuid,
+    /// The id of the request or event that directly caused this command.
+    pub causation_id: Uuid,
+    /// The id of the HTTP request or job run.
+    pub request_id: Uuid,
+}
+
+impl CommandMetadata {
+    /// Metadata for a new operation started by `actor` now, with fresh ids.
+    pub fn new(agency_id: AgencyId, actor: Actor) -> Self {
+        let request_id = Uuid::now_v7();
+        Self {
+            agency_id,
+            actor,
+            recorded_at: Utc::now(),
+            correlation_id: request_id,
+            causation_id: request_id,
+            request_id,
+        }
+    }
+
+    /// Metadata for a command that a job issues because of `cause`, in the same
+    /// correlation as the cause.
+    pub fn caused_by(&self, actor: Actor, cause: Uuid) -> Self {
+        Self {
+            agency_id: self.agency_id,
+            actor,
+            recorded_at: Utc::now(),
+            correlation_id: self.correlation_id,
+            causation_id: cause,
+            request_id: self.request_id,
+        }
+    }
+
+    /// The metadata as the string map cqrs-es stores.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let (actor_id, actor_role) = match &self.actor {
+            Actor::User { id, role } => (id.to_string(), role.clone()),
+            Actor::System { job } => ("system".to_owned(), format!("system:{job}")),
+        };
+        HashMap::from([
+            ("agency_id".to_owned(), self.agency_id.to_string()),
+            ("actor_id".to_owned(), actor_id),
+            ("actor_role".to_owned(), actor_role),
+            (
+                "recorded_at".to_owned(),
+                self.recorded_at
+                    .to_rfc3339_opts(SecondsFormat::Micros, true),
+            ),
+            ("correlation_id".to_owned(), self.correlation_id.to_string()),
+            ("causation_id".to_owned(), self.causation_id.to_string()),
+            ("request_id".to_owned(), self.request_id.to_string()),
+        ])
+    }
+}
+
+/// An aggregate that belongs to one agency. The store uses it to make another agency's
+/// aggregates look absent, so tenant isolation does not depend on every caller checking.
+pub trait Tenanted {
+    /// The owning agency; `None` before the aggregate's first event.
+    fn agency_id(&self) -> Option<AgencyId>;
+}
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate rejected the command under its rules.
+    #[error(transparent)]
+    Rejected(E),
+    /// The aggregate does not exist in the caller's agency.
+    #[error("{aggregate_type} not found")]
+    NotFound {
+        /// The aggregate's type.
+        aggregate_type: &'static str,
+    },
+    /// Another command changed the aggregate first, or the caller expected another version.
+    #[error("the {aggregate_type} was changed by another request; reload it and try again")]
+    Conflict {
+        /// The aggregate's type.
+        aggregate_type: &'static str,
+    },
+    /// The database could not be reached.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else: a stored event that cannot be read, an unexpected database error.
+    #[error("the event store failed: {0}")]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl<E: std::error::Error> CommandError<E> {
+    fn from_aggregate(error: AggregateError<E>, aggregate_type: &'static str) -> Self {
+        match error {
+            AggregateError::UserError(error) => Self::Rejected(error),
+            AggregateError::AggregateConflict => Self::Conflict { aggregate_type },
+            AggregateError::DatabaseConnectionError(error) => Self::Unavailable(error),
+            AggregateError::DeserializationError(error)
+            | AggregateError::UnexpectedError(error) => {
+                if is_connection_error(error.as_ref()) {
+                    Self::Unavailable(error)
+                } else {
+                    Self::Failed(error)
+                }
+            }
+        }
+    }
+}
+
+/// Returns true for errors that mean the database is out of reach rather than wrong.
+fn is_connection_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(sqlx_error) = error.downcast_ref::<sqlx::Error>() {
+            return matches!(
+                sqlx_error,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            );
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// The outcome of a committed command.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    /// The aggregate's state after the command.
+    pub aggregate: A,
+    /// The aggregate's version (sequence of its last event) after the command.
+    pub version: usize,
+    /// The events the command committed; empty when it changed nothing.
+    pub events: Vec<EventEnvelope<A>>,
+}
+
+/// Loads aggregates and executes commands on them through cqrs-es and postgres-es.
+pub struct AggregateStore<A: Aggregate + Tenanted> {
+    store: PersistedEventStore<EventRepository, A>,
+    services: A::Services,
+}
+
+impl<A: Aggregate + Tenanted> AggregateStore<A> {
+    /// Creates a store for `A` over `pool`, with snapshots every [`SNAPSHOT_EVERY`] events.
+    pub fn new(pool: PgPool, services: A::Services) -> Self {
+        Self {
+            store: PersistedEventStore::new_snapshot_store(
+                EventRepository::new(pool),
+                SNAPSHOT_EVERY,
+            ),
+            services,
+        }
+    }
+
+    /// Loads an aggregate of `agency_id` with its version; `None` when it has no events or
+    /// belongs to another agency.
+    ///
+    /// # Errors
+    /// Returns [`CommandError::Unavailable`] or [`CommandError::Failed`] when loading fails.
+    pub async fn load(
+        &self,
+        agency_id: AgencyId,
+        aggregate_id: &str,
+    ) -> Result<Option<(A, usize)>, CommandError<A::Error>> {
+        let context = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(|error| CommandError::from_aggregate(error, A::TYPE))?;
+        if context.current_sequence == 0 || context.aggregate.agency_id() != Some(agency_id) {
+            return Ok(None);
+        }
+        Ok(Some((context.aggregate, context.current_sequence)))
+    }
+
+    /// Executes one command and commits its events with `metadata`.
+    ///
+    /// With `expected_version`, the command runs only if the aggregate is still at that
+    /// version (an HTTP `If-Match`).
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] when a rule rejects the command, [`CommandError::Conflict`]
+    /// when another writer got there first or the version differs, and
+    /// [`CommandError::Unavailable`] or [`CommandError::Failed`] for the database.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+        expected_version: Option<usize>,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let mut context = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(|error| CommandError::from_aggregate(error, A::TYPE))?;
+        if context.current_sequence > 0 && context.aggregate.agency_id() != Some(metadata.agency_id)
+        {
+            return Err(CommandError::NotFound {
+                aggregate_type: A::TYPE,
+            });
+        }
+        if expected_version.is_some_and(|expected| expected != context.current_sequence) {
+            return Err(CommandError::Conflict {
+                aggregate_type: A::TYPE,
+            });
+        }
+
+        // `EventSink::write` applies each event to the aggregate it is given, and cqrs-es's
+        // snapshot step applies the same events again to the context it commits. Handling
+        // the command on the loaded state and committing a copy of that state taken before
+        // the command keeps the snapshot from counting every event twice.
+        let loaded_state = serde_json::to_value(&context.aggregate)
+            .map_err(|error| CommandError::Failed(Box::new(error)))?;
+        let sink = EventSink::default();
+        context
+            .aggregate
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(CommandError::Rejected)?;
+        let events = sink.collect().await;
+        if events.is_empty() {
+            return Ok(Executed {
+                version: context.current_sequence,
+                aggregate: context.aggregate,
+                events: Vec::new(),
+            });
+        }
+
+        let loaded_aggregate: A = serde_json::from_value(loaded_state)
+            .map_err(|error| CommandError::Failed(Box::new(error)))?;
+        let aggregate = std::mem::replace(&mut context.aggregate, loaded_aggregate);
+        let loaded_version = context.current_sequence;
+        let committed = self
+            .store
+            .commit(events, context, metadata.to_map())
+            .await
+            .map_err(|error| CommandError::from_aggregate(error, A::TYPE))?;
+        let version = committed
+            .last()
+            .map_or(loaded_version, |event| event.sequence);
+        Ok(Executed {
+            aggregate,
+            version,
+            events: committed,
+        })
+    }
+
+    /// The services the aggregate's command handlers use.
+    pub fn services(&self) -> &A::Services {
+        &self.services
+    }
+}

@@ -1,0 +1,12 @@
+//! Infrastructure shared by the API, the projections and the jobs: the PostgreSQL event
+//! store around postgres-es, field encryption and keyed hashes, and the reservations that
+//! enforce rules spanning several aggregates.
+
+pub mod application;
+pub mod crypto;
+pub mod database;
+pub mod event_store;
+pub mod keys;
+pub mod personal;
+pub mod reservations;
+mod tenancy;

@@ -1,0 +1,196 @@
+//! Personal data of one subject: sealing it for events, opening it for authorized
+//! readers, and computing the keyed hashes that duplicate checks compare.
+
+use std::sync::Arc;
+
+use referrals_domain::ids::AgencyId;
+use referrals_domain::values::{
+    ContactKeys, EmailAddress, FreeText, PersonName, PhoneNumber, Sealed,
+};
+use uuid::Uuid;
+
+use crate::crypto::{keyed_hash, open_field, seal_field, ContactKind, Field};
+use crate::keys::{KeyError, KeyVault};
+
+/// A person's contact details, validated and normalized, before sealing.
+#[derive(Debug, Clone)]
+pub struct ContactDetails {
+    /// The person's name.
+    pub name: PersonName,
+    /// The normalized e-mail address, if known.
+    pub email: Option<EmailAddress>,
+    /// The phone number in E.164 form, if known.
+    pub phone: Option<PhoneNumber>,
+}
+
+/// Sealed contact details as they enter events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedDetails {
+    /// The sealed name.
+    pub name: Sealed,
+    /// The sealed e-mail address.
+    pub email: Option<Sealed>,
+    /// The sealed phone number.
+    pub phone: Option<Sealed>,
+}
+
+/// Opened contact details, or the mark that the subject was erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenedDetails {
+    /// The subject's data, decrypted.
+    Present {
+        /// The name.
+        name: String,
+        /// The e-mail address.
+        email: Option<String>,
+        /// The phone number.
+        phone: Option<String>,
+    },
+    /// The subject's data key was destroyed: nothing can be shown.
+    Erased,
+}
+
+/// Seals and opens personal fields through the key vault.
+#[derive(Debug, Clone)]
+pub struct PersonalData {
+    vault: Arc<KeyVault>,
+}
+
+impl PersonalData {
+    /// Creates the service over a key vault.
+    pub fn new(vault: Arc<KeyVault>) -> Self {
+        Self { vault }
+    }
+
+    /// The key vault, for key rotation and erasure.
+    pub fn vault(&self) -> &Arc<KeyVault> {
+        &self.vault
+    }
+
+    /// Seals a subject's contact details under the subject's data key, creating the key
+    /// on first use.
+    ///
+    /// # Errors
+    /// Returns [`KeyError::Erased`] for an erased subject, or a storage error.
+    pub async fn seal_contact(
+        &self,
+        agency_id: AgencyId,
+        subject_id: Uuid,
+        details: &ContactDetails,
+    ) -> Result<SealedDetails, KeyError> {
+        let key = self.vault.data_key_or_create(agency_id, subject_id).await?;
+        let seal = |field, text: &str| seal_field(&key, agency_id, subject_id, field, text);
+        Ok(SealedDetails {
+            name: seal(Field::Name, details.name.as_str()),
+            email: details
+                .email
+                .as_ref()
+                .map(|email| seal(Field::Email, email.as_str())),
+            phone: details
+                .phone
+                .as_ref()
+                .map(|phone| seal(Field::Phone, phone.as_str())),
+        })
+    }
+
+    /// Seals a free-text note about a subject.
+    ///
+    /// # Errors
+    /// Returns [`KeyError::Erased`] for an erased subject, or a storage error.
+    pub async fn seal_note(
+        &self,
+        agency_id: AgencyId,
+        subject_id: Uuid,
+        note: &FreeText,
+    ) -> Result<Sealed, KeyError> {
+        let key = self.vault.data_key_or_create(agency_id, subject_id).await?;
+        Ok(seal_field(
+            &key,
+            agency_id,
+            subject_id,
+            Field::Note,
+            note.as_str(),
+        ))
+    }
+
+    /// Opens a subject's sealed contact details.
+    ///
+    /// # Errors
+    /// Returns an error when the key is missing or a ciphertext fails to open; an erased
+    /// subject is not an error but [`OpenedDetails::Erased`].
+    pub async fn open_contact(
+        &self,
+        agency_id: AgencyId,
+        subject_id: Uuid,
+        sealed: &SealedDetails,
+    ) -> Result<OpenedDetails, KeyError> {
+        let key = match self.vault.data_key(agency_id, subject_id).await {
+            Ok(key) => key,
+            Err(KeyError::Erased) => return Ok(OpenedDetails::Erased),
+            Err(error) => return Err(error),
+        };
+        let open = |field, value: &Sealed| open_field(&key, agency_id, subject_id, field, value);
+        Ok(OpenedDetails::Present {
+            name: open(Field::Name, &sealed.name)?,
+            email: sealed
+                .email
+                .as_ref()
+                .map(|value| open(Field::Email, value))
+                .transpose()?,
+            phone: sealed
+                .phone
+                .as_ref()
+                .map(|value| open(Field::Phone, value))
+                .transpose()?,
+        })
+    }
+
+    /// Computes the keyed hashes of a normalized e-mail address and phone number.
+    ///
+    /// # Errors
+    /// Returns an error when the agency's key cannot be read or created.
+    pub async fn contact_keys(
+        &self,
+        agency_id: AgencyId,
+        email: Option<&EmailAddress>,
+        phone: Option<&PhoneNumber>,
+    ) -> Result<ContactKeys, KeyError> {
+        let key = self.vault.agency_key(agency_id).await?;
+        Ok(ContactKeys {
+            email: email.map(|email| keyed_hash(&key, ContactKind::Email, email.as_str())),
+            phone: phone.map(|phone| keyed_hash(&key, ContactKind::Phone, phone.as_str())),
+        })
+    }
+
+    /// Computes the keyed hashes of a subject whose contact details are sealed, such as an
+    /// ambassador being compared with the candidate they refer. An erased subject has none.
+    ///
+    /// # Errors
+    /// Returns an error when a key cannot be read or a ciphertext fails to open.
+    pub async fn sealed_contact_keys(
+        &self,
+        agency_id: AgencyId,
+        subject_id: Uuid,
+        email: Option<&Sealed>,
+        phone: Option<&Sealed>,
+    ) -> Result<ContactKeys, KeyError> {
+        let key = match self.vault.data_key(agency_id, subject_id).await {
+            Ok(key) => key,
+            Err(KeyError::Erased | KeyError::Missing) => return Ok(ContactKeys::default()),
+            Err(error) => return Err(error),
+        };
+        let agency_key = self.vault.agency_key(agency_id).await?;
+        let hash = |field, kind, value: &Sealed| -> Result<_, KeyError> {
+            let plaintext = open_field(&key, agency_id, subject_id, field, value)?;
+            Ok(keyed_hash(&agency_key, kind, &plaintext))
+        };
+        Ok(ContactKeys {
+            email: email
+                .map(|value| hash(Field::Email, ContactKind::Email, value))
+                .transpose()?,
+            phone: phone
+                .map(|value| hash(Field::Phone, ContactKind::Phone, value))
+                .transpose()?,
+        })
+    }
+}
