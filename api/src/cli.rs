@@ -41,11 +41,26 @@ pub async fn run() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let reason = format!("{error:#}").replace('\n', " ");
-            eprintln!("referrals: {reason}");
+            eprintln!("referrals: {}", one_line_reason(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Joins an error and its causes into one line, leaving out a cause whose text the
+/// message before it already contains (many errors print their source themselves).
+fn one_line_reason(error: &anyhow::Error) -> String {
+    let mut reason = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !reason.contains(&text) {
+            if !reason.is_empty() {
+                reason.push_str(": ");
+            }
+            reason.push_str(&text);
+        }
+    }
+    reason
 }
 
 /// JSON log lines on standard error, filtered by `RUST_LOG` (default `info`).

@@ -160,13 +160,13 @@ pub struct Ambassador {
 }
 
 impl Ambassador {
-    /// Id of the ambassador, or `None` when not enrolled.
+    /// Returns the id of the ambassador, or `None` when not enrolled.
     #[must_use]
     pub fn ambassador_id(&self) -> Option<AmbassadorId> {
         self.state.as_ref().map(|s| s.ambassador_id)
     }
 
-    /// Agency the ambassador refers for.
+    /// Returns the agency the ambassador refers candidates to.
     #[must_use]
     pub fn agency_id(&self) -> Option<AgencyId> {
         self.state.as_ref().map(|s| s.agency_id)
@@ -178,31 +178,31 @@ impl Ambassador {
         self.state.as_ref().is_some_and(|s| s.active)
     }
 
-    /// Kind of ambassador.
+    /// Returns the kind of ambassador.
     #[must_use]
     pub fn kind(&self) -> Option<AmbassadorKind> {
         self.state.as_ref().map(|s| s.kind)
     }
 
-    /// Sealed name.
+    /// Returns the sealed name.
     #[must_use]
     pub fn name(&self) -> Option<&Sealed> {
         self.state.as_ref().map(|s| &s.name)
     }
 
-    /// Sealed e-mail address, when enrolled with one.
+    /// Returns the sealed e-mail address, if the ambassador has one.
     #[must_use]
     pub fn email(&self) -> Option<&Sealed> {
         self.state.as_ref().and_then(|s| s.email.as_ref())
     }
 
-    /// Sealed phone number, when enrolled with one.
+    /// Returns the sealed phone number, if the ambassador has one.
     #[must_use]
     pub fn phone(&self) -> Option<&Sealed> {
         self.state.as_ref().and_then(|s| s.phone.as_ref())
     }
 
-    /// External id, when one was given.
+    /// Returns the external id, when one was given.
     #[must_use]
     pub fn external_id(&self) -> Option<&str> {
         self.state.as_ref().and_then(|s| s.external_id.as_deref())
@@ -214,9 +214,9 @@ impl Ambassador {
         self.state.as_ref().is_some_and(|s| s.sms_consent)
     }
 
-    /// What a new referral needs to know about the ambassador. The caller computes
-    /// `contact_keys` from the opened contact details, because the aggregate holds
-    /// only ciphertext.
+    /// Builds the snapshot of the ambassador that a new referral is judged on. The
+    /// caller computes `contact_keys` from the opened contact details, because the
+    /// aggregate stores only ciphertext.
     #[must_use]
     pub fn snapshot(&self, contact_keys: ContactKeys) -> Option<AmbassadorSnapshot> {
         self.state.as_ref().map(|s| AmbassadorSnapshot {

@@ -38,7 +38,7 @@ pub enum DomainError {
         aggregate: &'static str,
         /// Current status, such as `hired` or `approved, on hold`.
         from: String,
-        /// What the command tried to do, such as `mark the referral contacted`.
+        /// Action the command attempted, such as `mark the referral contacted`.
         action: &'static str,
     },
 
@@ -89,7 +89,7 @@ pub enum DomainError {
     /// The command is valid but its time has not come.
     #[error("cannot {action} before {due}; retry after that time")]
     NotDueYet {
-        /// What the command tried to do, such as `expire the referral`.
+        /// Action the command attempted, such as `expire the referral`.
         action: &'static str,
         /// The earliest time at which the command succeeds.
         due: DateTime<Utc>,
@@ -121,7 +121,7 @@ impl DomainError {
         }
     }
 
-    /// Outcome class, which decides the HTTP status.
+    /// Returns the outcome class, which decides the HTTP status.
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {

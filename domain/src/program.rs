@@ -130,37 +130,37 @@ pub struct Program {
 }
 
 impl Program {
-    /// Id of the program, or `None` when it does not exist.
+    /// Returns the id of the program, or `None` when it does not exist.
     #[must_use]
     pub fn program_id(&self) -> Option<ProgramId> {
         self.state.as_ref().map(|s| s.program_id)
     }
 
-    /// Agency that runs the program.
+    /// Returns the agency that runs the program.
     #[must_use]
     pub fn agency_id(&self) -> Option<AgencyId> {
         self.state.as_ref().map(|s| s.agency_id)
     }
 
-    /// Display name.
+    /// Returns the display name.
     #[must_use]
     pub fn name(&self) -> Option<&str> {
         self.state.as_ref().map(|s| s.name.as_str())
     }
 
-    /// Currency of the bonus amounts.
+    /// Returns the currency of the bonus amounts.
     #[must_use]
     pub fn currency(&self) -> Option<Currency> {
         self.state.as_ref().map(|s| s.currency)
     }
 
-    /// Terms currently in force.
+    /// Returns the terms currently in force.
     #[must_use]
     pub fn terms(&self) -> Option<&Terms> {
         self.state.as_ref().map(|s| &s.terms)
     }
 
-    /// Version of the terms currently in force, starting at 1.
+    /// Returns the version of the terms currently in force, starting at 1.
     #[must_use]
     pub fn terms_version(&self) -> Option<u32> {
         self.state.as_ref().map(|s| s.terms_version)
@@ -172,8 +172,8 @@ impl Program {
         self.state.as_ref().is_some_and(|s| s.open)
     }
 
-    /// The terms and status that a new referral copies, or `None` when the program
-    /// does not exist.
+    /// Builds the snapshot of terms and status that a new referral copies, or
+    /// returns `None` when the program does not exist.
     #[must_use]
     pub fn snapshot(&self) -> Option<ProgramSnapshot> {
         self.state.as_ref().map(|s| ProgramSnapshot {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::values::{Hours, ValueError};
 
-/// What makes a milestone due.
+/// Event that makes a milestone due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -22,7 +22,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    /// The stored name, as used in serde and in milestone keys.
+    /// Returns the stored name, as used in serde and in milestone keys.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -39,7 +39,7 @@ impl Trigger {
     }
 }
 
-/// Who receives a milestone's bonus.
+/// Recipient of a milestone's bonus.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -53,7 +53,7 @@ pub enum Recipient {
 }
 
 impl Recipient {
-    /// The stored name, as used in serde, milestone keys and payout ids.
+    /// Returns the stored name, as used in serde, milestone keys and payout ids.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -76,19 +76,19 @@ impl Recipient {
 /// 0 for [`Trigger::Hired`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Milestone {
-    /// What makes the milestone due.
+    /// Event that makes the milestone due.
     pub trigger: Trigger,
     /// Hours or days that must be reached, see the type documentation.
     pub threshold: Hours,
     /// Bonus in minor units of the program currency.
     pub amount: i64,
-    /// Who receives the bonus.
+    /// Recipient of the bonus.
     #[serde(default)]
     pub recipient: Recipient,
 }
 
 impl Milestone {
-    /// The stable key that identifies this milestone within a referral.
+    /// Returns the stable key that identifies this milestone within a referral.
     #[must_use]
     pub fn key(&self) -> MilestoneKey {
         MilestoneKey(format!(
@@ -150,7 +150,7 @@ impl MilestoneKey {
         Ok(key)
     }
 
-    /// The key text.
+    /// Returns the key text.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
@@ -192,7 +192,7 @@ pub enum AmbassadorKind {
 }
 
 impl AmbassadorKind {
-    /// The stored name, as used in serde.
+    /// Returns the stored name, as used in serde.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -228,8 +228,8 @@ pub struct Terms {
     pub referrer_must_be_active: bool,
 }
 
-/// Longest period, in days, that a window, deadline, lookback or guarantee may span
-/// (about ten years).
+/// Maximum period, in days, of a window, deadline, lookback or guarantee (about ten
+/// years).
 const MAX_PERIOD_DAYS: u32 = 3650;
 
 impl Terms {
@@ -253,7 +253,7 @@ impl Terms {
         }
     }
 
-    /// Every ambassador kind except agency staff.
+    /// Returns every ambassador kind except agency staff.
     #[must_use]
     pub fn default_eligible_kinds() -> Vec<AmbassadorKind> {
         vec![
@@ -274,13 +274,17 @@ impl Terms {
     /// # Errors
     ///
     /// Returns a [`ValueError`] naming the first offending field, such as
-    /// `terms.bonus_schedule[1].threshold`, when the schedule is empty; a `hired`
-    /// threshold is not 0; an `hours_worked` threshold is not above 0; a
-    /// `days_employed` threshold is not a whole number from 1 to 3650; an amount is
-    /// not above 0; two milestones share trigger, threshold and recipient; the
-    /// attribution window or hire deadline is outside 1 to 3650 days; the lookback is
-    /// above 3650 days; the guarantee is outside 1 to 3650 days; the annual cap is 0;
-    /// or the eligible kinds are empty or include agency staff.
+    /// `terms.bonus_schedule[1].threshold`, when any of these is true:
+    ///
+    /// - the schedule is empty;
+    /// - a `hired` threshold is not 0, or an `hours_worked` threshold is 0;
+    /// - a `days_employed` threshold is not a whole number from 1 to 3650;
+    /// - an amount is not above 0;
+    /// - two milestones share trigger, threshold and recipient;
+    /// - the attribution window, hire deadline or guarantee is outside 1 to 3650 days,
+    ///   or the lookback is above 3650 days;
+    /// - the annual cap is 0;
+    /// - the eligible kinds are empty or include agency staff.
     pub fn validate(&self) -> Result<(), ValueError> {
         if self.bonus_schedule.is_empty() {
             return Err(ValueError::new(

@@ -26,8 +26,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Which contact a keyed hash belongs to, so that equal e-mail and phone hashes
-/// never collide.
+/// Kind of contact that a keyed hash belongs to, so that equal e-mail and phone
+/// hashes never collide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ContactKind {
     Email,
@@ -144,13 +144,13 @@ impl InMemoryBonusCapLedger {
         lock(&self.reservations).insert(payout_id, reservation);
     }
 
-    /// Returns whether `payout_id` holds a reservation.
+    /// Returns whether `payout_id` has a reservation.
     #[must_use]
     pub fn is_reserved(&self, payout_id: PayoutId) -> bool {
         lock(&self.reservations).contains_key(&payout_id)
     }
 
-    /// Payout ids passed to `release`, in call order.
+    /// Returns the payout ids passed to `release`, in call order.
     #[must_use]
     pub fn released(&self) -> Vec<PayoutId> {
         lock(&self.released).clone()

@@ -21,7 +21,7 @@ pub struct RequestPayout {
     pub program_id: ProgramId,
     /// The referring ambassador, whose cap and activity count for ambassador payouts.
     pub ambassador_id: AmbassadorId,
-    /// Who receives the money.
+    /// Recipient of the money.
     pub recipient: Recipient,
     /// Key of the reached milestone.
     pub milestone: MilestoneKey,
@@ -54,7 +54,7 @@ pub struct ApprovePayout {
 pub struct RejectPayout {
     /// The rejecting user.
     pub by: UserId,
-    /// Why the payout is rejected.
+    /// Reason for the rejection.
     pub reason: FreeText,
     /// When.
     pub at: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct RejectPayout {
 pub struct HoldPayout {
     /// The user placing the hold.
     pub by: UserId,
-    /// Why the payout is held.
+    /// Reason for the hold.
     pub reason: FreeText,
     /// When.
     pub at: DateTime<Utc>,
@@ -85,7 +85,7 @@ pub struct ReleasePayout {
 pub struct VoidPayout {
     /// The job or user voiding it.
     pub by: Requester,
-    /// Why, as a code.
+    /// Reason code.
     pub reason_code: VoidReason,
     /// Explanation; required when `reason_code` is `other`.
     pub note: Option<FreeText>,
@@ -118,7 +118,7 @@ pub struct MarkPaid {
 pub struct ReversePayout {
     /// The user recording the reversal.
     pub by: UserId,
-    /// Why the payment is reversed.
+    /// Reason for the reversal.
     pub reason: FreeText,
     /// When.
     pub at: DateTime<Utc>,

@@ -25,7 +25,7 @@ pub enum PayoutEvent {
         program_id: ProgramId,
         /// The referring ambassador.
         ambassador_id: AmbassadorId,
-        /// Who receives the money.
+        /// Recipient of the money.
         recipient: Recipient,
         /// Key of the reached milestone.
         milestone: MilestoneKey,

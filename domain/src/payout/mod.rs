@@ -54,7 +54,7 @@ pub enum PayoutStatus {
 }
 
 impl PayoutStatus {
-    /// The stored name, as used in serde.
+    /// Returns the stored name, as used in serde.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -69,7 +69,7 @@ impl PayoutStatus {
     }
 }
 
-/// Who requested or voided a payout: a scheduled job or process manager, or a user.
+/// Originator of a payout request or void: a scheduled job or process manager, or a user.
 ///
 /// Serializes as `{"kind": "system", "job": "milestone-payouts"}` or
 /// `{"kind": "user", "user_id": "…"}`.
@@ -88,7 +88,7 @@ pub enum Requester {
     },
 }
 
-/// Why a payout was voided.
+/// Reason code of a voided payout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VoidReason {
@@ -105,7 +105,7 @@ pub enum VoidReason {
 }
 
 impl VoidReason {
-    /// The stored name, as used in serde.
+    /// Returns the stored name, as used in serde.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -141,7 +141,7 @@ struct PayoutState {
 }
 
 impl PayoutState {
-    /// Status for error messages, such as `approved, on hold`.
+    /// Returns the status for error messages, such as `approved, on hold`.
     fn describe(&self) -> String {
         if self.held {
             format!("{}, on hold", self.status.as_str())
@@ -150,7 +150,7 @@ impl PayoutState {
         }
     }
 
-    /// Whether the annual cap applies, and so whether a reservation may exist.
+    /// Returns whether the annual cap applies, and so whether a reservation may exist.
     fn cap_applies(&self) -> bool {
         self.recipient == Recipient::Ambassador && self.annual_bonus_cap.is_some()
     }
@@ -164,55 +164,55 @@ pub struct Payout {
 }
 
 impl Payout {
-    /// Id of the payout.
+    /// Returns the id of the payout.
     #[must_use]
     pub fn payout_id(&self) -> Option<PayoutId> {
         self.state.as_ref().map(|s| s.payout_id)
     }
 
-    /// Agency that pays.
+    /// Returns the agency that pays.
     #[must_use]
     pub fn agency_id(&self) -> Option<AgencyId> {
         self.state.as_ref().map(|s| s.agency_id)
     }
 
-    /// Referral whose milestone is paid.
+    /// Returns the referral whose milestone is paid.
     #[must_use]
     pub fn referral_id(&self) -> Option<ReferralId> {
         self.state.as_ref().map(|s| s.referral_id)
     }
 
-    /// Program of the referral.
+    /// Returns the program of the referral.
     #[must_use]
     pub fn program_id(&self) -> Option<ProgramId> {
         self.state.as_ref().map(|s| s.program_id)
     }
 
-    /// The referring ambassador.
+    /// Returns the referring ambassador.
     #[must_use]
     pub fn ambassador_id(&self) -> Option<AmbassadorId> {
         self.state.as_ref().map(|s| s.ambassador_id)
     }
 
-    /// Who receives the money.
+    /// Returns the recipient of the money.
     #[must_use]
     pub fn recipient(&self) -> Option<Recipient> {
         self.state.as_ref().map(|s| s.recipient)
     }
 
-    /// Key of the paid milestone.
+    /// Returns the key of the paid milestone.
     #[must_use]
     pub fn milestone(&self) -> Option<&MilestoneKey> {
         self.state.as_ref().map(|s| &s.milestone)
     }
 
-    /// Amount to pay.
+    /// Returns the amount to pay.
     #[must_use]
     pub fn amount(&self) -> Option<Money> {
         self.state.as_ref().map(|s| s.amount)
     }
 
-    /// Status.
+    /// Returns the status.
     #[must_use]
     pub fn status(&self) -> Option<PayoutStatus> {
         self.state.as_ref().map(|s| s.status)
@@ -224,37 +224,37 @@ impl Payout {
         self.state.as_ref().is_some_and(|s| s.held)
     }
 
-    /// The job or user that requested the payout.
+    /// Returns the job or user that requested the payout.
     #[must_use]
     pub fn requested_by(&self) -> Option<&Requester> {
         self.state.as_ref().map(|s| &s.requested_by)
     }
 
-    /// When the payout was requested.
+    /// Returns when the payout was requested.
     #[must_use]
     pub fn requested_at(&self) -> Option<DateTime<Utc>> {
         self.state.as_ref().map(|s| s.requested_at)
     }
 
-    /// The approving user, once approved.
+    /// Returns the approving user, once approved.
     #[must_use]
     pub fn approved_by(&self) -> Option<UserId> {
         self.state.as_ref().and_then(|s| s.approved_by)
     }
 
-    /// The payroll export batch, once exported.
+    /// Returns the payroll export batch, once exported.
     #[must_use]
     pub fn batch_id(&self) -> Option<Uuid> {
         self.state.as_ref().and_then(|s| s.batch_id)
     }
 
-    /// Day of payment, once paid.
+    /// Returns the day of payment, once paid.
     #[must_use]
     pub fn paid_on(&self) -> Option<NaiveDate> {
         self.state.as_ref().and_then(|s| s.paid_on)
     }
 
-    /// Payroll's reference, once paid.
+    /// Returns the payroll's reference, once paid.
     #[must_use]
     pub fn paid_reference(&self) -> Option<&str> {
         self.state

@@ -31,7 +31,9 @@ pub struct SubmitReferral {
     pub ambassador: AmbassadorSnapshot,
     /// The candidate's sealed contact details.
     pub candidate: SealedContact,
-    /// Keyed hashes of the candidate's e-mail and phone; at least one is required.
+    /// Keyed hashes of the candidate's e-mail and phone; at least one is required. They
+    /// are used for the duplicate and self-referral checks and never enter the event,
+    /// because an erasure must be able to remove them.
     pub candidate_keys: ContactKeys,
     /// Whether the agency had contact with the candidate within the program's
     /// prior-contact lookback; the caller looks this up.
@@ -119,7 +121,7 @@ pub struct CheckDaysEmployed {
 pub struct EndPlacement {
     /// Last day of the placement, on or after the start date.
     pub end_date: NaiveDate,
-    /// Why the placement ended.
+    /// Reason the placement ended.
     pub reason: FreeText,
     /// When the end is recorded.
     pub at: DateTime<Utc>,
@@ -128,7 +130,7 @@ pub struct EndPlacement {
 /// Declines the candidate before a hire.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decline {
-    /// Why the candidate was declined.
+    /// Reason the candidate was declined.
     pub reason: FreeText,
     /// When the referral is declined.
     pub at: DateTime<Utc>,
@@ -137,7 +139,7 @@ pub struct Decline {
 /// Withdraws the referral before a hire, at the ambassador's or candidate's request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Withdraw {
-    /// Why the referral was withdrawn.
+    /// Reason the referral was withdrawn.
     pub reason: FreeText,
     /// When the referral is withdrawn.
     pub at: DateTime<Utc>,
@@ -151,6 +153,10 @@ pub struct ExpireReferral {
 }
 
 /// Commands of the referral aggregate.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one command lives briefly per request; boxing would only add noise at every call site"
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReferralCommand {
     /// See [`SubmitReferral`].

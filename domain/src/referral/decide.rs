@@ -20,8 +20,8 @@ const MAX_WORKER_ID_CHARS: usize = 100;
 
 /// Events decided so far, with the state they lead to.
 ///
-/// Later rules of the same command read `state`, so that, for example, the milestone
-/// check after a hire sees the referral as hired and with its new eligibility.
+/// Later rules of the same command read `state`. For example, the milestone check
+/// after a hire reads the referral as hired and with its new eligibility.
 pub(super) struct Decision {
     pub(super) state: ReferralState,
     events: Vec<ReferralEvent>,

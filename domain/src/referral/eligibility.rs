@@ -29,7 +29,7 @@ pub enum IneligibleReason {
 }
 
 impl IneligibleReason {
-    /// The stored name, as used in serde.
+    /// Returns the stored name, as used in serde.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -78,7 +78,7 @@ impl Eligibility {
         self.eligible
     }
 
-    /// Why the referral earns no bonuses, or `None` when it is eligible.
+    /// Returns why the referral earns no bonuses, or `None` when it is eligible.
     #[must_use]
     pub const fn reason(&self) -> Option<IneligibleReason> {
         self.reason
@@ -106,7 +106,7 @@ impl TryFrom<EligibilityFields> for Eligibility {
     }
 }
 
-/// The program as a referral sees it at submission: the terms it keeps for life.
+/// Program data that a referral copies at submission, including the terms it keeps for life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramSnapshot {
     /// Id of the program.
@@ -121,7 +121,7 @@ pub struct ProgramSnapshot {
     pub open: bool,
 }
 
-/// The ambassador as a referral sees them at submission.
+/// Ambassador data that a referral is judged on at submission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmbassadorSnapshot {
     /// Id of the ambassador.
@@ -137,8 +137,8 @@ pub struct AmbassadorSnapshot {
 /// Decides whether a referral would earn bonuses.
 ///
 /// Used when a referral is submitted and by the API's pre-check. `owned_by_other`
-/// says only that some other referral owns the candidate, so the pre-check's answer
-/// (`duplicate`) never reveals who referred the candidate first. Reasons are checked
+/// carries only whether some other referral owns the candidate, so the pre-check's
+/// result (`duplicate`) never reveals who referred the candidate first. Reasons are checked
 /// in the order duplicate, ambassador kind, prior contact, and the first one that
 /// applies is returned.
 ///

@@ -9,9 +9,13 @@ use super::eligibility::Eligibility;
 use super::state::ReferralStatus;
 use crate::ids::{AgencyId, AmbassadorId, ProgramId, ReferralId, UserId};
 use crate::terms::{AmbassadorKind, Milestone, MilestoneKey, Terms};
-use crate::values::{ContactKeys, Currency, FreeText, Hours, Sealed};
+use crate::values::{Currency, FreeText, Hours, Sealed};
 
 /// Events of the referral aggregate.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are handled one at a time; boxing the submission would complicate every match on it"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReferralEvent {
     /// A referral was recorded, as the candidate's owner or as a duplicate.
@@ -24,7 +28,7 @@ pub enum ReferralEvent {
         program_id: ProgramId,
         /// Version of the terms the referral keeps.
         terms_version: u32,
-        /// The terms the referral keeps, whatever later revisions say.
+        /// The terms the referral keeps, regardless of later revisions.
         terms: Terms,
         /// Currency of the bonus amounts.
         currency: Currency,
@@ -34,8 +38,6 @@ pub enum ReferralEvent {
         ambassador_kind: AmbassadorKind,
         /// The candidate's sealed contact details.
         candidate: SealedContact,
-        /// Keyed hashes of the candidate's e-mail and phone.
-        candidate_keys: ContactKeys,
         /// Whether the agency knew the candidate within the lookback period.
         prior_contact: bool,
         /// Job opening the candidate was referred for.
@@ -162,7 +164,7 @@ pub enum ReferralEvent {
     PlacementEnded {
         /// Last day of the placement.
         end_date: NaiveDate,
-        /// Why it ended.
+        /// Reason the placement ended.
         reason: FreeText,
         /// Whether it ended before the program's guarantee period was over.
         within_guarantee: bool,

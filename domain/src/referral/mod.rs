@@ -38,7 +38,7 @@ use crate::error::DomainError;
 use crate::ids::{AgencyId, AmbassadorId, ProgramId, ReferralId, UserId};
 use crate::services::ReferralServices;
 use crate::terms::{AmbassadorKind, Terms};
-use crate::values::{ContactKeys, Currency, Hours, Sealed};
+use crate::values::{Currency, Hours, Sealed};
 use state::ReferralState;
 
 const AGGREGATE: &str = "referral";
@@ -64,73 +64,73 @@ impl Referral {
             .is_some_and(|state| state.owns_candidate_at(at))
     }
 
-    /// Id of the referral.
+    /// Returns the id of the referral.
     #[must_use]
     pub fn referral_id(&self) -> Option<ReferralId> {
         self.state.as_ref().map(|s| s.referral_id)
     }
 
-    /// Pipeline status.
+    /// Returns the pipeline status.
     #[must_use]
     pub fn status(&self) -> Option<ReferralStatus> {
         self.state.as_ref().map(|s| s.status)
     }
 
-    /// Bonus eligibility and, when ineligible, the reason.
+    /// Returns the bonus eligibility and, when ineligible, the reason.
     #[must_use]
     pub fn eligibility(&self) -> Option<Eligibility> {
         self.state.as_ref().map(|s| s.eligibility)
     }
 
-    /// Agency the referral belongs to.
+    /// Returns the agency the referral belongs to.
     #[must_use]
     pub fn agency_id(&self) -> Option<AgencyId> {
         self.state.as_ref().map(|s| s.agency_id)
     }
 
-    /// Program the referral was submitted to.
+    /// Returns the program the referral was submitted to.
     #[must_use]
     pub fn program_id(&self) -> Option<ProgramId> {
         self.state.as_ref().map(|s| s.program_id)
     }
 
-    /// The referring ambassador.
+    /// Returns the referring ambassador.
     #[must_use]
     pub fn ambassador_id(&self) -> Option<AmbassadorId> {
         self.state.as_ref().map(|s| s.ambassador_id)
     }
 
-    /// The ambassador's kind at submission.
+    /// Returns the ambassador's kind at submission.
     #[must_use]
     pub fn ambassador_kind(&self) -> Option<AmbassadorKind> {
         self.state.as_ref().map(|s| s.ambassador_kind)
     }
 
-    /// The terms the referral keeps.
+    /// Returns the terms the referral keeps.
     #[must_use]
     pub fn terms(&self) -> Option<&Terms> {
         self.state.as_ref().map(|s| &s.terms)
     }
 
-    /// Version of those terms.
+    /// Returns the version of those terms.
     #[must_use]
     pub fn terms_version(&self) -> Option<u32> {
         self.state.as_ref().map(|s| s.terms_version)
     }
 
-    /// Currency of the bonus amounts.
+    /// Returns the currency of the bonus amounts.
     #[must_use]
     pub fn currency(&self) -> Option<Currency> {
         self.state.as_ref().map(|s| s.currency)
     }
 
-    /// Total hours: the sum of the weekly figures plus the last feed total.
+    /// Returns the total hours: the sum of the weekly figures plus the last feed total.
     #[must_use]
     pub fn hours_total(&self) -> Option<Hours> {
         self.state.as_ref().map(ReferralState::hours_total)
     }
 
-    /// Milestones reached so far, in the order they were reached.
+    /// Returns the milestones reached so far, in the order they were reached.
     #[must_use]
     pub fn milestones_reached(&self) -> &[ReachedMilestone] {
         self.state
@@ -138,55 +138,49 @@ impl Referral {
             .map_or(&[], |s| s.milestones_reached.as_slice())
     }
 
-    /// The placement, once the candidate is hired.
+    /// Returns the placement, once the candidate is hired.
     #[must_use]
     pub fn placement(&self) -> Option<&Placement> {
         self.state.as_ref().and_then(|s| s.placement.as_ref())
     }
 
-    /// The referral that owned the candidate, for a duplicate.
+    /// Returns the referral that owned the candidate, for a duplicate.
     #[must_use]
     pub fn duplicate_of(&self) -> Option<ReferralId> {
         self.state.as_ref().and_then(|s| s.duplicate_of)
     }
 
-    /// When the referral was submitted.
+    /// Returns when the referral was submitted.
     #[must_use]
     pub fn submitted_at(&self) -> Option<DateTime<Utc>> {
         self.state.as_ref().map(|s| s.submitted_at)
     }
 
-    /// The candidate's sealed contact details.
+    /// Returns the candidate's sealed contact details.
     #[must_use]
     pub fn candidate(&self) -> Option<&SealedContact> {
         self.state.as_ref().map(|s| &s.candidate)
     }
 
-    /// Keyed hashes of the candidate's e-mail and phone.
-    #[must_use]
-    pub fn candidate_keys(&self) -> Option<&ContactKeys> {
-        self.state.as_ref().map(|s| &s.candidate_keys)
-    }
-
-    /// Whether the agency knew the candidate within the lookback period.
+    /// Returns whether the agency knew the candidate within the lookback period.
     #[must_use]
     pub fn prior_contact(&self) -> Option<bool> {
         self.state.as_ref().map(|s| s.prior_contact)
     }
 
-    /// The assigned recruiter.
+    /// Returns the assigned recruiter.
     #[must_use]
     pub fn recruiter_id(&self) -> Option<UserId> {
         self.state.as_ref().and_then(|s| s.recruiter_id)
     }
 
-    /// Job opening the candidate was referred for.
+    /// Returns the job opening the candidate was referred for.
     #[must_use]
     pub fn job_reference(&self) -> Option<&str> {
         self.state.as_ref().and_then(|s| s.job_reference.as_deref())
     }
 
-    /// Sealed note from the ambassador.
+    /// Returns the sealed note from the ambassador.
     #[must_use]
     pub fn note(&self) -> Option<&Sealed> {
         self.state.as_ref().and_then(|s| s.note.as_ref())

@@ -13,11 +13,11 @@ use crate::values::{Hours, ValueError};
 
 const HIRED: [ReferralStatus; 2] = [ReferralStatus::Hired, ReferralStatus::Completed];
 
-/// Hours in a week, the most that one weekly figure can hold.
+/// Maximum of one weekly figure: the number of hours in a week.
 const MAX_WEEKLY_HOURS: u32 = 168;
 
-/// Days after the placement end in which a week may still end: the last week of a
-/// placement ends at most six days after its last day.
+/// A reported week must end fewer than this many days after the placement's last
+/// day, because the week that contains the last day ends at most six days later.
 const WEEK_AFTER_END_DAYS: u64 = 7;
 
 pub(super) fn record_hours(
@@ -43,7 +43,7 @@ pub(super) fn record_hours(
     if after_end {
         return Err(ValueError::new(
             "week_ending",
-            "is 7 or more days after the placement ended, so the week holds no work of this placement",
+            "is 7 or more days after the placement ended, so the week contains no work of this placement",
         )
         .into());
     }
@@ -188,8 +188,8 @@ fn placement(decision: &Decision, action: &'static str) -> Result<Placement, Dom
 }
 
 /// Emits `MilestoneReached` for every milestone of `trigger` whose threshold is at
-/// most `progress` and that was not reached before, lowest threshold first; then
-/// `ReferralCompleted` once every milestone of the schedule is reached.
+/// most `progress` and that was not reached before, lowest threshold first. Then
+/// emits `ReferralCompleted` if every milestone of the schedule is now reached.
 ///
 /// A milestone is never reached twice, and a later drop in `progress` (a corrected
 /// week, a lowered feed total) never takes one back.

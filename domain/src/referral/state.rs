@@ -11,7 +11,7 @@ use super::eligibility::Eligibility;
 use super::events::ReferralEvent;
 use crate::ids::{AgencyId, AmbassadorId, ProgramId, ReferralId, UserId};
 use crate::terms::{AmbassadorKind, Milestone, MilestoneKey, Terms};
-use crate::values::{ContactKeys, Currency, FreeText, Hours, Sealed};
+use crate::values::{Currency, FreeText, Hours, Sealed};
 
 /// Pipeline status of a referral.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ pub enum ReferralStatus {
 }
 
 impl ReferralStatus {
-    /// The stored name, as used in serde.
+    /// Returns the stored name, as used in serde.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -97,7 +97,7 @@ pub struct Placement {
     pub hired_at: DateTime<Utc>,
     /// Last day of the placement, once it ended.
     pub end_date: Option<NaiveDate>,
-    /// Why the placement ended.
+    /// Reason the placement ended.
     pub end_reason: Option<FreeText>,
     /// Whether it ended before the guarantee period was over.
     pub ended_within_guarantee: bool,
@@ -126,7 +126,7 @@ pub struct ReachedMilestone {
     pub payable: bool,
 }
 
-/// Everything a referral knows once submitted.
+/// State of a submitted referral.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct ReferralState {
     pub(super) referral_id: ReferralId,
@@ -138,7 +138,6 @@ pub(super) struct ReferralState {
     pub(super) ambassador_id: AmbassadorId,
     pub(super) ambassador_kind: AmbassadorKind,
     pub(super) candidate: SealedContact,
-    pub(super) candidate_keys: ContactKeys,
     pub(super) prior_contact: bool,
     pub(super) job_reference: Option<String>,
     pub(super) note: Option<Sealed>,
@@ -170,7 +169,6 @@ impl ReferralState {
             ambassador_id,
             ambassador_kind,
             candidate,
-            candidate_keys,
             prior_contact,
             job_reference,
             note,
@@ -192,7 +190,6 @@ impl ReferralState {
             ambassador_id,
             ambassador_kind,
             candidate,
-            candidate_keys,
             prior_contact,
             job_reference,
             note,
@@ -297,7 +294,7 @@ impl ReferralState {
         }
     }
 
-    /// Sum of the weekly figures plus the last feed total.
+    /// Returns the sum of the weekly figures plus the last feed total.
     pub(super) fn hours_total(&self) -> Hours {
         self.weekly_hours.values().copied().sum::<Hours>() + self.feed_total
     }
@@ -308,7 +305,7 @@ impl ReferralState {
             .any(|reached| &reached.key == key)
     }
 
-    /// End of the attribution window.
+    /// Returns the end of the attribution window.
     pub(super) fn window_closes_at(&self) -> DateTime<Utc> {
         add_days(self.submitted_at, self.terms.attribution_window_days)
     }

@@ -55,8 +55,8 @@ pub(super) async fn decide_submit(
         submitted_at: submit.at,
     };
     let duplicate_of = match services.candidates.claim(&claim).await? {
-        // A registry that reports this very referral as the owner is answering a
-        // retry of a submission whose event was never stored; it still owns.
+        // A registry that reports this referral as the owner is handling a retry of
+        // a submission whose event was never stored, so the referral still owns.
         ClaimOutcome::OwnedBy(owner) if owner != submit.referral_id => Some(owner),
         ClaimOutcome::OwnedBy(_) | ClaimOutcome::Owner => None,
     };
@@ -82,7 +82,6 @@ pub(super) async fn decide_submit(
         ambassador_id: submit.ambassador.ambassador_id,
         ambassador_kind: submit.ambassador.kind,
         candidate: submit.candidate,
-        candidate_keys: submit.candidate_keys,
         prior_contact: submit.prior_contact,
         job_reference,
         note: submit.note,

@@ -30,7 +30,7 @@ impl PersonName {
         parse_label("name", raw, Self::MAX_CHARS).map(Self)
     }
 
-    /// The trimmed name.
+    /// Returns the trimmed name.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
@@ -39,8 +39,8 @@ impl PersonName {
 
 /// A normalized e-mail address: trimmed and lowercased, used as a duplicate-check key.
 ///
-/// The check is deliberately simple (one `@`, a local part, a domain with a dot);
-/// whether the address exists is only known once a message is delivered to it.
+/// The check is deliberately simple: one `@`, a local part, and a domain with a dot.
+/// Whether the address exists is only known once a message is delivered to it.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct EmailAddress(String);
@@ -56,9 +56,9 @@ impl EmailAddress {
     /// # Errors
     ///
     /// Returns a [`ValueError`] for `email` when the address is empty, longer than
-    /// [`EmailAddress::MAX_CHARS`], contains whitespace or a control character, does
-    /// not have exactly one `@`, has an empty or too long local part, or has a domain
-    /// without a dot or with an empty label (`a..b`, `.com`).
+    /// [`EmailAddress::MAX_CHARS`], or contains whitespace or a control character.
+    /// It is also rejected without exactly one `@`, with an empty or too long local
+    /// part, or with a domain that has no dot or an empty label (`a..b`, `.com`).
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let address = raw.trim().to_lowercase();
         let invalid = |message: &str| Err(ValueError::new("email", message));
@@ -92,7 +92,7 @@ impl EmailAddress {
         Ok(Self(address))
     }
 
-    /// The normalized address.
+    /// Returns the normalized address.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
@@ -109,8 +109,8 @@ impl PhoneNumber {
     /// Parses a phone number, removing spaces, dashes, dots and parentheses.
     ///
     /// A number with a leading `+` keeps its country code. A bare 10-digit number is
-    /// taken as North American and gets `+1`, because the agencies this serves enter
-    /// local numbers that way; any other number without `+` is ambiguous.
+    /// taken as a North American number written without its country code and gets
+    /// `+1`. Any other number without `+` is ambiguous and rejected.
     ///
     /// # Errors
     ///
@@ -142,7 +142,7 @@ impl PhoneNumber {
         ))
     }
 
-    /// The number in E.164 form, such as `+14155550123`.
+    /// Returns the number in E.164 form, such as `+14155550123`.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0

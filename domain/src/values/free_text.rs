@@ -13,6 +13,9 @@ use super::{contains_control, Redacted, ValueError};
 ///
 /// The platform must never store government identifiers or card numbers, and free
 /// text is the one place where a user could type them.
+///
+/// NOTE: events store free text as plaintext, so erasing a data subject's key does
+/// not remove a name that a user typed into a reason.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct FreeText(String);
@@ -33,12 +36,14 @@ impl FreeText {
     ///
     /// # Errors
     ///
-    /// Returns a [`ValueError`] for `text` (rename it with
-    /// [`ValueError::for_field`]) when the trimmed text is empty, longer than
-    /// [`FreeText::MAX_CHARS`], contains a control character other than line feed and
-    /// tab (NUL included), contains nine digits grouped 3-2-4 by spaces or dashes (a
-    /// Social Security number), or contains 13 to 19 digits, optionally grouped by
-    /// single spaces or dashes, that pass the Luhn check (a payment card number).
+    /// Returns a [`ValueError`] for `text` (rename it with [`ValueError::for_field`])
+    /// when the trimmed text:
+    ///
+    /// - is empty or longer than [`FreeText::MAX_CHARS`];
+    /// - contains a control character other than line feed and tab, NUL included;
+    /// - contains nine digits grouped 3-2-4 by spaces or dashes (a Social Security number);
+    /// - contains 13 to 19 digits, optionally grouped by single spaces or dashes, that
+    ///   pass the Luhn check (a payment card number).
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let text = raw.replace("\r\n", "\n");
         let text = text.trim();
@@ -80,7 +85,7 @@ impl FreeText {
         }
     }
 
-    /// The trimmed text.
+    /// Returns the trimmed text.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0

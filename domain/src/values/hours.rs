@@ -89,13 +89,13 @@ impl Hours {
         Self(i64::from(units) * 100)
     }
 
-    /// The value in hundredths of an hour.
+    /// Returns the value in hundredths of an hour.
     #[must_use]
     pub fn hundredths(self) -> i64 {
         self.0
     }
 
-    /// The whole number, or `None` when the value has a fractional part.
+    /// Returns the whole number, or `None` when the value has a fractional part.
     #[must_use]
     pub fn as_whole(self) -> Option<i64> {
         (self.0 % 100 == 0).then_some(self.0 / 100)
@@ -217,7 +217,7 @@ impl Visitor<'_> for HoursVisitor {
         // decimal that converts back to the same f64, so `37.5` prints as "37.5" and
         // `0.005` as "0.005", which the exact parser then accepts or rejects.
         // NOTE: a number with more than 15 significant digits, such as
-        // 37.499999999999999999, rounds to a nearby f64 before this check sees it.
+        // 37.499999999999999999, rounds to a nearby f64 before this check runs.
         Hours::parse(&value.to_string()).map_err(E::custom)
     }
 }

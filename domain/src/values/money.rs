@@ -36,7 +36,7 @@ impl Currency {
         }
     }
 
-    /// The three-letter code.
+    /// Returns the three-letter code.
     #[must_use]
     pub fn as_str(&self) -> &str {
         // `parse` admits only ASCII letters, so the bytes are always valid UTF-8.
@@ -102,13 +102,13 @@ impl Money {
         Ok(Self { amount, currency })
     }
 
-    /// The amount in minor units.
+    /// Returns the amount in minor units.
     #[must_use]
     pub fn amount(&self) -> i64 {
         self.amount
     }
 
-    /// The currency of the amount.
+    /// Returns the currency of the amount.
     #[must_use]
     pub fn currency(&self) -> Currency {
         self.currency

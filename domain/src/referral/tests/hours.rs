@@ -34,7 +34,7 @@ fn recorded(n: u64, figure: &str, total: &str) -> ReferralEvent {
     }
 }
 
-/// A hired referral with `weeks` weeks of 40 hours.
+/// Returns the history of a hired referral with `weeks` weeks of 40 hours.
 fn history_with_weeks(weeks: u64) -> Vec<ReferralEvent> {
     let mut events = hired_history();
     for n in 1..=weeks {
@@ -44,7 +44,8 @@ fn history_with_weeks(weeks: u64) -> Vec<ReferralEvent> {
     events
 }
 
-/// A hired referral with 160 hours in four weeks and the hours milestone reached.
+/// Returns the history of a hired referral with 160 hours in four weeks and the
+/// hours milestone reached.
 fn history_with_hours_milestone() -> Vec<ReferralEvent> {
     let mut events = history_with_weeks(4);
     events.push(reached(

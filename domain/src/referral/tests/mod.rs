@@ -163,7 +163,6 @@ fn submitted_under(terms: Terms) -> ReferralEvent {
         ambassador_id: ambassador_id(),
         ambassador_kind: AmbassadorKind::FieldWorker,
         candidate: candidate(),
-        candidate_keys: candidate_keys(),
         prior_contact: false,
         job_reference: Some("Forklift operator, night shift".to_owned()),
         note: None,
@@ -204,7 +203,7 @@ fn reached(
     }
 }
 
-/// A hired, eligible referral whose hire milestone was reached.
+/// Returns the history of a hired, eligible referral whose hire milestone was reached.
 fn hired_history() -> Vec<ReferralEvent> {
     vec![
         submitted(),
@@ -225,7 +224,7 @@ fn invalid_transition(from: &str, action: &'static str) -> DomainError {
     }
 }
 
-/// The field of an `Invalid` error, or a panic naming the error received.
+/// Returns the field of an `Invalid` error, and panics on any other result.
 fn invalid_field(result: Result<Vec<ReferralEvent>, DomainError>) -> String {
     match result {
         Err(DomainError::Invalid(error)) => error.field,

@@ -43,8 +43,8 @@ fn became_ineligible(reason: IneligibleReason) -> ReferralEvent {
     }
 }
 
-/// A hired referral whose hire and hours milestones were reached; only the
-/// days milestone is left.
+/// Returns the history of a hired referral whose hire and hours milestones were
+/// reached, so only the days milestone is left.
 fn history_missing_only_days() -> Vec<ReferralEvent> {
     let mut events = hired_history();
     events.push(reached(hours_milestone(), true, start_plus(30), day(60)));

@@ -1,0 +1,102 @@
+//! The `referrals` binary as a user runs it: `migrate` against a database that does not
+//! exist yet, twice, and the one-line reason on failure.
+
+use std::process::Command;
+
+use sqlx::{Connection, PgConnection};
+
+fn referrals() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_referrals"))
+}
+
+/// The server the test suite runs against, from `DATABASE_URL`, with another database name.
+fn database_url(database: &str) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL must name the test server");
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL ends in /DATABASE");
+    format!("{server}/{database}")
+}
+
+async fn drop_database(name: &str) {
+    let mut connection = PgConnection::connect(&database_url("postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn migrate_creates_database_and_is_repeatable() {
+    let name = format!("referrals_cli_{}", uuid::Uuid::now_v7().simple());
+    let url = database_url(&name);
+
+    for _ in 0..2 {
+        let output = referrals()
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let mut connection = PgConnection::connect(&url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+          WHERE table_schema = 'public' ORDER BY table_name",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    connection.close().await.unwrap();
+    drop_database(&name).await;
+    for table in ["events", "snapshots", "data_keys", "candidate_claims"] {
+        assert!(
+            tables.iter().any(|found| found == table),
+            "{table} missing from {tables:?}"
+        );
+    }
+}
+
+#[test]
+fn migrate_without_server_fails_with_one_line() {
+    let output = referrals()
+        .arg("migrate")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("referrals:"))
+        .collect();
+    assert_eq!(reason.len(), 1, "{stderr}");
+    assert!(
+        reason[0].contains("127.0.0.1:1"),
+        "the reason names the server: {stderr}"
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        vec!["--help"],
+        vec!["migrate", "--help"],
+        vec!["demo", "--help"],
+    ] {
+        let output = referrals().args(&command).output().unwrap();
+        assert!(output.status.success(), "{command:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage"),
+            "{command:?}"
+        );
+    }
+}
