@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 
 pub mod event;
+pub mod runner;
+pub mod status;
 
 pub use event::StoredEvent;
 
