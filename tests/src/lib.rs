@@ -10,6 +10,11 @@ use referrals_store::application::{Application, NewAmbassador, NewProgram, NewRe
 use referrals_store::crypto::MasterKey;
 use referrals_store::event_store::{Actor, CommandMetadata, Executed};
 use referrals_store::personal::ContactDetails;
+use std::time::Duration;
+
+use referrals_projections::runner::{ProjectionRunner, RunnerError};
+use referrals_projections::status::projection_status;
+use referrals_projections::Projection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -123,4 +128,47 @@ pub async fn submit(
         },
     )
     .await
+}
+
+/// Catches up until the status reports no event behind. Other tests' transactions hold
+/// the cluster-wide read horizon back for a while, so one pass may stop short.
+///
+/// # Panics
+/// Panics when the runner fails or the projection is still behind after 15 seconds.
+pub async fn catch_up_fully(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    projection: &dyn Projection,
+) -> u64 {
+    let mut applied = 0;
+    for _ in 0..300 {
+        applied += runner.catch_up(projection).await.unwrap();
+        let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
+        if status.events_behind == 0 {
+            return applied;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} did not catch up within 15 seconds", projection.name());
+}
+
+/// Catches up until the runner reports an error, or every event is applied.
+pub async fn catch_up_until_error(
+    pool: &PgPool,
+    runner: &ProjectionRunner,
+    projection: &dyn Projection,
+) -> Result<u64, RunnerError> {
+    let mut applied = 0;
+    for _ in 0..300 {
+        applied += runner.catch_up(projection).await?;
+        let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
+        if status.events_behind == 0 {
+            return Ok(applied);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} neither failed nor caught up within 15 seconds",
+        projection.name()
+    );
 }

@@ -240,3 +240,63 @@ async fn concurrent_approvals_commit_once(pool: PgPool) {
             .unwrap();
     assert_eq!(approved, 1);
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn requester_reactor_requests_missed_payouts(pool: PgPool) {
+    let app = std::sync::Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    let metadata = recruiter(agency);
+    let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
+    let ambassador = enroll_ambassador(
+        &app,
+        &metadata,
+        contact("Ada", Some("ada@example.com"), None),
+    )
+    .await;
+    let referral = submit(
+        &app,
+        &metadata,
+        program,
+        ambassador,
+        contact("Grace", Some("grace@example.org"), None),
+    )
+    .await
+    .unwrap();
+    let referral_id = referral.aggregate.referral_id().unwrap();
+    // Executing on the store directly skips the request that follows a referral command,
+    // as a process that stopped right after the commit would.
+    let hire = ReferralCommand::RecordHire(RecordHire {
+        start_date: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+        job_title: "Forklift operator".to_owned(),
+        client_name: "Northwind Logistics".to_owned(),
+        external_worker_id: None,
+        at: Utc::now(),
+    });
+    app.referrals
+        .execute(&referral_id.to_string(), hire, &metadata, None)
+        .await
+        .unwrap();
+    assert_eq!(payout_count(&pool).await, 0);
+
+    let requester = referrals_projections::reactors::PayoutRequester::new(app.clone());
+    let runner = referrals_projections::runner::ProjectionRunner::new(pool.clone());
+    catch_up_fully(&pool, &runner, &requester).await;
+    sqlx::query("UPDATE projection_checkpoints SET transaction_id = '0', position = 0 WHERE projection = 'payout_requester'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    catch_up_fully(&pool, &runner, &requester).await;
+
+    assert_eq!(
+        payout_count(&pool).await,
+        1,
+        "requested once, however often the reactor runs"
+    );
+    let actor: String = sqlx::query_scalar(
+        "SELECT metadata ->> 'actor_role' FROM events WHERE event_type = 'PayoutRequested'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(actor, "system:payout_requester");
+}

@@ -10,6 +10,7 @@ use referrals_domain::referral::ReferralEvent;
 use referrals_projections::runner::{ProjectionRunner, RunnerError};
 use referrals_projections::status::projection_status;
 use referrals_projections::{Projection, ProjectionError, StoredEvent};
+use referrals_tests::{catch_up_fully, catch_up_until_error};
 use sqlx::{PgConnection, PgPool};
 
 const AGENCY: &str = "01938a6d-0000-7000-8000-000000000001";
@@ -162,46 +163,6 @@ async fn insert_events(pool: &PgPool, aggregate_type: &str, count: usize) {
         )
         .await;
     }
-}
-
-/// Catches up until the status reports no event behind. Other tests' transactions hold
-/// the cluster-wide read horizon back for a while, so one pass may stop short.
-async fn catch_up_fully(
-    pool: &PgPool,
-    runner: &ProjectionRunner,
-    projection: &dyn Projection,
-) -> u64 {
-    let mut applied = 0;
-    for _ in 0..300 {
-        applied += runner.catch_up(projection).await.unwrap();
-        let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
-        if status.events_behind == 0 {
-            return applied;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} did not catch up within 15 seconds", projection.name());
-}
-
-/// Catches up until the runner reports an error, or every event is applied.
-async fn catch_up_until_error(
-    pool: &PgPool,
-    runner: &ProjectionRunner,
-    projection: &dyn Projection,
-) -> Result<u64, RunnerError> {
-    let mut applied = 0;
-    for _ in 0..300 {
-        applied += runner.catch_up(projection).await?;
-        let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
-        if status.events_behind == 0 {
-            return Ok(applied);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{} neither failed nor caught up within 15 seconds",
-        projection.name()
-    );
 }
 
 async fn counted(pool: &PgPool, aggregate_type: &str) -> i64 {
