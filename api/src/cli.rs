@@ -7,6 +7,7 @@ use referrals_store::database::{self, DEFAULT_DATABASE_URL};
 use tracing_subscriber::EnvFilter;
 
 use crate::config;
+use crate::server::ServeOptions;
 
 /// Staffing Referrals: referral programs for staffing agencies, event-sourced on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -24,9 +25,43 @@ struct Cli {
 enum Command {
     /// Apply the database migrations, creating the database first when it does not exist.
     Migrate,
-    /// Prepare a demo: create and migrate the database and generate a master key into
-    /// .data/master.key unless REFERRALS_MASTER_KEY or REFERRALS_MASTER_KEY_FILE is set.
-    Demo,
+    /// Run the demo: create and migrate the database, generate a master key into
+    /// .data/master.key unless REFERRALS_MASTER_KEY or REFERRALS_MASTER_KEY_FILE is set,
+    /// and serve the API with its workers.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+    },
+    /// Run the HTTP API and, unless --no-workers is given, the projection workers.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// Run only the API; leave the projection workers to other processes.
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Inspect and rebuild the read models.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Print each projection's position, events applied, events behind and seconds
+    /// behind, and where a stopped projection stopped.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild read models from the event store. The live tables stay readable: the
+    /// rebuild fills copies and swaps their rows in at the end.
+    Rebuild {
+        /// The projection to rebuild; every read model when left out.
+        name: Option<String>,
+    },
 }
 
 /// Runs the command named on the command line and returns the process's exit status:
@@ -36,7 +71,23 @@ pub async fn run() -> ExitCode {
     init_logging();
     let outcome = match cli.command {
         Command::Migrate => migrate(&cli.database_url).await,
-        Command::Demo => demo(&cli.database_url).await,
+        Command::Demo { bind } => demo(&cli.database_url, bind).await,
+        Command::Serve { bind, no_workers } => match config::master_key_from_env() {
+            Ok(master_key) => {
+                let options = ServeOptions {
+                    bind,
+                    workers: !no_workers,
+                };
+                crate::server::serve(&cli.database_url, master_key, options).await
+            }
+            Err(error) => Err(error.into()),
+        },
+        Command::Projections(ProjectionsCommand::Status { json }) => {
+            crate::projections_cli::status(&cli.database_url, json).await
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+            crate::projections_cli::rebuild(&cli.database_url, name.as_deref()).await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,14 +135,19 @@ async fn migrate(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(database_url: &str) -> anyhow::Result<()> {
+async fn demo(database_url: &str, bind: std::net::SocketAddr) -> anyhow::Result<()> {
     let master_key = config::master_key_for_demo()?;
     migrate(database_url).await?;
     let options = database::parse_url(database_url)?;
     println!(
-        "Demo database {} is migrated; personal data will be encrypted under master key {}.",
+        "Demo database {} is migrated; personal data is encrypted under master key {}.",
         database::describe(&options),
         master_key.id()
     );
-    Ok(())
+    println!("Serving on http://{bind} (try: curl http://{bind}/readyz); stop with Ctrl-C.");
+    let options = ServeOptions {
+        bind,
+        workers: true,
+    };
+    crate::server::serve(database_url, master_key, options).await
 }

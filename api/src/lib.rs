@@ -2,3 +2,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod http;
+mod projections_cli;
+pub mod server;

@@ -100,3 +100,69 @@ fn every_command_has_help() {
         );
     }
 }
+
+#[tokio::test]
+async fn projections_status_and_rebuild_run() {
+    let name = format!("referrals_cli_{}", uuid::Uuid::now_v7().simple());
+    let url = database_url(&name);
+    let migrate = referrals()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let status = referrals()
+        .args(["projections", "status", "--json"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let rebuild = referrals()
+        .args(["projections", "rebuild", "referral_board"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let unknown = referrals()
+        .args(["projections", "rebuild", "no_such_view"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    drop_database(&name).await;
+
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["projection"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"referral_board"), "{names:?}");
+    assert!(names.contains(&"payout_requester"), "{names:?}");
+    assert!(
+        rebuild.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&rebuild.stdout).contains("referral_board: rebuilt from 0 events")
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    let reason = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        reason.contains("unknown projection \"no_such_view\""),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("referral_board"),
+        "the reason lists the known names: {reason}"
+    );
+}

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 
 pub mod event;
+pub mod models;
 pub mod reactors;
 pub mod runner;
 pub mod status;

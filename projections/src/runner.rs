@@ -505,6 +505,21 @@ pub struct Failure {
     pub message: String,
 }
 
+impl Failure {
+    /// Reads the failure columns of a `projection_checkpoints` row; `None` when the
+    /// projection has not stopped.
+    pub(crate) fn from_row(row: &PgRow) -> Option<Self> {
+        let position = row.get::<Option<i64>, _>("failed_position")?;
+        Some(Self {
+            position,
+            event_id: row
+                .get::<Option<String>, _>("failed_event")
+                .unwrap_or_default(),
+            message: row.get::<Option<String>, _>("failure").unwrap_or_default(),
+        })
+    }
+}
+
 struct Checkpoint {
     transaction_id: String,
     position: i64,
@@ -528,16 +543,7 @@ async fn read_checkpoint(
     .bind(name)
     .fetch_one(&mut *connection)
     .await?;
-    let failure = match row.get::<Option<i64>, _>("failed_position") {
-        Some(position) => Some(Failure {
-            position,
-            event_id: row
-                .get::<Option<String>, _>("failed_event")
-                .unwrap_or_default(),
-            message: row.get::<Option<String>, _>("failure").unwrap_or_default(),
-        }),
-        None => None,
-    };
+    let failure = Failure::from_row(&row);
     Ok(Checkpoint {
         transaction_id: row.get("transaction_id"),
         position: row.get("position"),

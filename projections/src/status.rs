@@ -58,15 +58,7 @@ pub async fn projection_status(
         .bind(name)
         .fetch_one(pool)
         .await?;
-        let failure = row
-            .get::<Option<i64>, _>("failed_position")
-            .map(|position| Failure {
-                position,
-                event_id: row
-                    .get::<Option<String>, _>("failed_event")
-                    .unwrap_or_default(),
-                message: row.get::<Option<String>, _>("failure").unwrap_or_default(),
-            });
+        let failure = Failure::from_row(&row);
         statuses.push(ProjectionStatus {
             name: (*name).to_owned(),
             position: row.get("position"),

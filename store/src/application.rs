@@ -52,9 +52,6 @@ pub enum AppError {
         /// The aggregate's type.
         aggregate_type: &'static str,
     },
-    /// The subject's personal data was erased, so it cannot be used any more.
-    #[error("the personal data of this {0} was erased")]
-    Erased(&'static str),
     /// The database is unavailable.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),

@@ -1,0 +1,140 @@
+//! `referrals projections status` and `referrals projections rebuild`.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{bail, Context};
+use referrals_projections::models;
+use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::status::projection_status;
+use referrals_store::application::PAYOUT_REQUESTER_JOB;
+use referrals_store::database;
+
+/// How often a rebuild without a terminal logs its progress, in events.
+const LOG_EVERY_EVENTS: u64 = 50_000;
+
+/// Prints the status of every read model and reactor.
+///
+/// # Errors
+/// Returns an error when the database cannot be reached.
+pub async fn status(database_url: &str, json: bool) -> anyhow::Result<()> {
+    let pool = database::connect(&database::parse_url(database_url)?, 2).await?;
+    let read_models = models::all();
+    let mut names: Vec<&str> = read_models
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
+    names.push(PAYOUT_REQUESTER_JOB);
+    let statuses = projection_status(&pool, &names)
+        .await
+        .context("reading projection status")?;
+
+    if json {
+        let rows: Vec<_> = statuses
+            .iter()
+            .map(|status| {
+                serde_json::json!({
+                    "projection": status.name,
+                    "position": status.position,
+                    "events_applied": status.events_applied,
+                    "events_behind": status.events_behind,
+                    "seconds_behind": status.seconds_behind,
+                    "stopped_at": status.failure.as_ref().map(|failure| serde_json::json!({
+                        "position": failure.position,
+                        "event_id": failure.event_id,
+                        "error": failure.message,
+                    })),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+
+    println!(
+        "{:<22} {:>12} {:>14} {:>13} {:>14}  state",
+        "projection", "position", "events applied", "events behind", "seconds behind"
+    );
+    for status in &statuses {
+        let state = match &status.failure {
+            None => "running".to_owned(),
+            Some(failure) => format!(
+                "stopped at position {} ({}): {}",
+                failure.position, failure.event_id, failure.message
+            ),
+        };
+        println!(
+            "{:<22} {:>12} {:>14} {:>13} {:>14.1}  {state}",
+            status.name,
+            status.position,
+            status.events_applied,
+            status.events_behind,
+            status.seconds_behind
+        );
+    }
+    Ok(())
+}
+
+/// Rebuilds one read model, or all of them, showing progress.
+///
+/// # Errors
+/// Returns an error for an unknown name or a failed rebuild.
+pub async fn rebuild(database_url: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let pool = database::connect(&database::parse_url(database_url)?, 4).await?;
+    let read_models = models::all();
+    let chosen: Vec<_> = match name {
+        None => read_models.iter().collect(),
+        Some(name) => {
+            let Some(projection) = read_models
+                .iter()
+                .find(|projection| projection.name() == name)
+            else {
+                let known: Vec<_> = read_models
+                    .iter()
+                    .map(|projection| projection.name())
+                    .collect();
+                bail!(
+                    "unknown projection {name:?}; the read models are: {}",
+                    known.join(", ")
+                );
+            };
+            vec![projection]
+        }
+    };
+
+    let runner = ProjectionRunner::new(pool);
+    let on_terminal = std::io::stderr().is_terminal();
+    for projection in chosen {
+        let projection_name = projection.name();
+        let mut next_log = LOG_EVERY_EVENTS;
+        let mut progress = |applied: u64| {
+            if on_terminal {
+                eprint!("\rrebuilding {projection_name}: {applied} events applied");
+                let _ = std::io::stderr().flush();
+            } else if applied >= next_log {
+                tracing::info!(projection = projection_name, applied, "rebuild in progress");
+                next_log = applied + LOG_EVERY_EVENTS;
+            }
+        };
+        let report = runner
+            .rebuild(projection.as_ref(), &mut progress)
+            .await
+            .with_context(|| format!("rebuilding {projection_name}"))?;
+        if on_terminal {
+            eprintln!();
+        }
+        tracing::info!(
+            projection = projection_name,
+            events = report.events,
+            seconds = report.elapsed.as_secs_f64(),
+            events_per_second = report.rate(),
+            "rebuild finished"
+        );
+        println!(
+            "{projection_name}: rebuilt from {} events in {:.1} s ({:.0} events/s)",
+            report.events,
+            report.elapsed.as_secs_f64(),
+            report.rate()
+        );
+    }
+    Ok(())
+}

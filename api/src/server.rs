@@ -1,0 +1,112 @@
+//! `referrals serve`: the HTTP API and, unless disabled, the projection workers, with a
+//! graceful shutdown on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use referrals_projections::reactors::PayoutRequester;
+use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::{models, Projection};
+use referrals_store::application::Application;
+use referrals_store::crypto::MasterKey;
+use referrals_store::database;
+use tokio::sync::watch;
+
+use crate::http;
+
+/// Connections the server keeps to PostgreSQL.
+const POOL_SIZE: u32 = 20;
+
+/// What `serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The address to listen on.
+    pub bind: SocketAddr,
+    /// Whether this process also runs the projection workers.
+    pub workers: bool,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C, then lets requests in flight finish and
+/// stops the workers after their current batch.
+///
+/// # Errors
+/// Returns an error when the database cannot be reached or the address cannot be bound.
+pub async fn serve(
+    database_url: &str,
+    master_key: MasterKey,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
+    let connect_options = database::parse_url(database_url)?;
+    let pool = database::connect(&connect_options, POOL_SIZE).await?;
+    let app = Arc::new(Application::new(pool.clone(), master_key));
+    let (stop, stopping) = watch::channel(false);
+
+    let workers = options.workers.then(|| {
+        let mut projections: Vec<Arc<dyn Projection>> =
+            models::all().into_iter().map(Arc::from).collect();
+        projections.push(Arc::new(PayoutRequester::new(app.clone())));
+        let runner = ProjectionRunner::new(pool.clone());
+        let stopping = stopping.clone();
+        tokio::spawn(async move { runner.run(projections, stopping).await })
+    });
+
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; set BIND_ADDR to a free address",
+                options.bind
+            )
+        })?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        database = %database::describe(&connect_options),
+        workers = options.workers,
+        "serving"
+    );
+    let router = http::application(app, pool);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal(stop))
+    .await
+    .context("the HTTP server failed")?;
+
+    if let Some(workers) = workers {
+        workers.await.context("the projection workers failed")?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C and tells the workers to stop.
+async fn shutdown_signal(stop: watch::Sender<bool>) {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop.send(true);
+}

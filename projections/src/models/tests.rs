@@ -1,0 +1,629 @@
+//! Tests of the projections with hand-built events, for cases the application cannot
+//! produce on purpose: unknown and malformed events, events out of order, holds, voids
+//! and candidate bonuses.
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use cqrs_es::DomainEvent;
+use referrals_domain::ambassador::AmbassadorEvent;
+use referrals_domain::ids::{AgencyId, AmbassadorId, PayoutId, ProgramId, ReferralId, UserId};
+use referrals_domain::payout::{PayoutEvent, Requester, VoidReason};
+use referrals_domain::program::ProgramEvent;
+use referrals_domain::referral::ReferralEvent;
+use referrals_domain::terms::{AmbassadorKind, Milestone, MilestoneKey, Recipient, Terms, Trigger};
+use referrals_domain::values::{Currency, FreeText, Hours, Money, Sealed};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::*;
+
+fn at(day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, day, 9, 0, 0).unwrap()
+}
+
+/// Wraps a domain event as the runner reads it from the events table.
+fn stored<E: Serialize + DomainEvent>(
+    aggregate_type: &str,
+    aggregate_id: Uuid,
+    sequence: i64,
+    agency_id: AgencyId,
+    event: E,
+) -> StoredEvent {
+    StoredEvent {
+        transaction_id: 1000 + sequence as u64,
+        position: sequence,
+        agency_id: agency_id.0,
+        aggregate_type: aggregate_type.to_owned(),
+        aggregate_id: aggregate_id.to_string(),
+        sequence,
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        payload: serde_json::to_value(&event).unwrap(),
+        metadata: json!({ "agency_id": agency_id.to_string() }),
+        recorded_at: at(28),
+    }
+}
+
+/// Applies `events` in one transaction, as one runner batch does.
+async fn apply_all(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    events: &[StoredEvent],
+) -> Result<(), ProjectionError> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query(&format!(
+        "SET LOCAL search_path TO {}, public",
+        projection.schema()
+    ))
+    .execute(&mut *transaction)
+    .await?;
+    for event in events {
+        projection.apply(&mut transaction, event).await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+fn enrolled(agency_id: AgencyId, ambassador_id: AmbassadorId, name: &str) -> AmbassadorEvent {
+    AmbassadorEvent::AmbassadorEnrolled {
+        ambassador_id,
+        agency_id,
+        kind: AmbassadorKind::External,
+        name: Sealed(name.to_owned()),
+        email: Some(Sealed("v1.email".to_owned())),
+        phone: None,
+        external_id: Some("P-17".to_owned()),
+        sms_consent: false,
+        at: at(1),
+    }
+}
+
+fn payout_requested(
+    agency_id: AgencyId,
+    ambassador_id: AmbassadorId,
+    recipient: Recipient,
+    amount: i64,
+) -> (PayoutId, PayoutEvent) {
+    let referral_id = ReferralId::new();
+    let milestone = MilestoneKey::parse(&format!("hired:0.00:{}", recipient.as_str())).unwrap();
+    let payout_id = PayoutId::for_milestone(referral_id, &milestone, recipient);
+    let event = PayoutEvent::PayoutRequested {
+        payout_id,
+        agency_id,
+        referral_id,
+        program_id: ProgramId::new(),
+        ambassador_id,
+        recipient,
+        milestone,
+        amount: Money::new(amount, Currency::USD).unwrap(),
+        requested_by: Requester::User {
+            user_id: UserId::new(),
+        },
+        annual_bonus_cap: None,
+        referrer_must_be_active: false,
+        at: at(10),
+    };
+    (payout_id, event)
+}
+
+/// Returns the error of decoding an event of type `name` with an empty body.
+fn empty_body_error<E: DeserializeOwned + std::fmt::Debug>(name: &str) -> String {
+    serde_json::from_value::<E>(json!({ name: {} }))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn event_lists_name_real_variants() {
+    // An empty body fails on a missing field for a real variant, and on the variant
+    // name itself for a misspelled one.
+    for name in PROGRAM_EVENTS {
+        let error = empty_body_error::<ProgramEvent>(name);
+        assert!(error.contains("missing field"), "{name}: {error}");
+    }
+    for name in AMBASSADOR_EVENTS {
+        let error = empty_body_error::<AmbassadorEvent>(name);
+        assert!(error.contains("missing field"), "{name}: {error}");
+    }
+    for name in REFERRAL_EVENTS {
+        let error = empty_body_error::<ReferralEvent>(name);
+        assert!(error.contains("missing field"), "{name}: {error}");
+    }
+    for name in PAYOUT_EVENTS {
+        let error = empty_body_error::<PayoutEvent>(name);
+        assert!(error.contains("missing field"), "{name}: {error}");
+    }
+}
+
+#[test]
+fn decode_skips_unknown_event_type() {
+    let agency_id = AgencyId::new();
+    let mut event = stored(
+        "referral",
+        Uuid::now_v7(),
+        2,
+        agency_id,
+        ReferralEvent::ReferralExpired { at: at(2) },
+    );
+    event.event_type = "ReferralArchived".to_owned();
+    event.payload = json!({ "ReferralArchived": { "at": at(2) } });
+
+    assert!(decode(&event).unwrap().is_none());
+}
+
+#[test]
+fn decode_skips_unknown_aggregate() {
+    let agency_id = AgencyId::new();
+    let mut event = stored(
+        "referral",
+        Uuid::now_v7(),
+        1,
+        agency_id,
+        ReferralEvent::ReferralExpired { at: at(2) },
+    );
+    event.aggregate_type = "user".to_owned();
+
+    assert!(decode(&event).unwrap().is_none());
+}
+
+#[test]
+fn decode_malformed_payload_is_poison() {
+    let agency_id = AgencyId::new();
+    let mut event = stored(
+        "referral",
+        Uuid::now_v7(),
+        2,
+        agency_id,
+        ReferralEvent::ReferralExpired { at: at(2) },
+    );
+    event.payload = json!({ "ReferralExpired": { "at": "yesterday" } });
+
+    let error = decode(&event).unwrap_err();
+
+    assert!(matches!(error, ProjectionError::Poison(_)), "{error:?}");
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn programs_follow_revision_and_closing(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let program_id = ProgramId::new();
+    let terms = Terms::with_schedule(vec![Milestone {
+        trigger: Trigger::HoursWorked,
+        threshold: Hours::whole(160),
+        amount: 75_000,
+        recipient: Recipient::Ambassador,
+    }]);
+    let mut revised = terms.clone();
+    revised.attribution_window_days = 90;
+    let events = [
+        stored(
+            "program",
+            program_id.0,
+            1,
+            agency_id,
+            ProgramEvent::ProgramCreated {
+                program_id,
+                agency_id,
+                name: "Night shift".to_owned(),
+                currency: Currency::parse("EUR").unwrap(),
+                terms,
+                terms_version: 1,
+                at: at(1),
+            },
+        ),
+        stored(
+            "program",
+            program_id.0,
+            2,
+            agency_id,
+            ProgramEvent::ProgramTermsRevised {
+                terms_version: 2,
+                terms: revised,
+                at: at(2),
+            },
+        ),
+        stored(
+            "program",
+            program_id.0,
+            3,
+            agency_id,
+            ProgramEvent::ProgramClosed { at: at(3) },
+        ),
+    ];
+
+    apply_all(&pool, &ProgramsProjection, &events)
+        .await
+        .unwrap();
+
+    let (currency, terms_version, window, open, version, created_at): (
+        String,
+        i32,
+        i64,
+        bool,
+        i64,
+        DateTime<Utc>,
+    ) = sqlx::query_as(
+        "SELECT currency, terms_version, (terms ->> 'attribution_window_days')::bigint, open,
+                version, created_at
+           FROM read_models.programs WHERE program_id = $1",
+    )
+    .bind(program_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(currency, "EUR");
+    assert_eq!(terms_version, 2);
+    assert_eq!(window, 90);
+    assert!(!open);
+    assert_eq!(version, 3);
+    assert_eq!(created_at, at(1));
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct AmbassadorRow {
+    name_sealed: String,
+    email_sealed: Option<String>,
+    phone_sealed: Option<String>,
+    kind: String,
+    external_id: Option<String>,
+    sms_consent: bool,
+    version: i64,
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn ambassador_update_keeps_absent_fields(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let ambassador_id = AmbassadorId::new();
+    let events = [
+        stored(
+            "ambassador",
+            ambassador_id.0,
+            1,
+            agency_id,
+            enrolled(agency_id, ambassador_id, "v1.name"),
+        ),
+        stored(
+            "ambassador",
+            ambassador_id.0,
+            2,
+            agency_id,
+            AmbassadorEvent::AmbassadorUpdated {
+                name: None,
+                email: None,
+                phone: Some(Sealed("v1.phone".to_owned())),
+                kind: Some(AmbassadorKind::FormerWorker),
+                sms_consent: Some(true),
+                external_id: None,
+                at: at(2),
+            },
+        ),
+    ];
+
+    apply_all(&pool, &AmbassadorsProjection, &events)
+        .await
+        .unwrap();
+
+    let row: AmbassadorRow = sqlx::query_as(
+        "SELECT name_sealed, email_sealed, phone_sealed, kind, external_id, sms_consent, version
+           FROM read_models.ambassadors WHERE ambassador_id = $1",
+    )
+    .bind(ambassador_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.name_sealed, "v1.name");
+    assert_eq!(row.email_sealed.as_deref(), Some("v1.email"));
+    assert_eq!(row.phone_sealed.as_deref(), Some("v1.phone"));
+    assert_eq!(row.kind, "former_worker");
+    assert_eq!(row.external_id.as_deref(), Some("P-17"));
+    assert!(row.sms_consent);
+    assert_eq!(row.version, 2);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn ambassador_plaintext_name_is_poison(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let ambassador_id = AmbassadorId::new();
+    let event = stored(
+        "ambassador",
+        ambassador_id.0,
+        1,
+        agency_id,
+        enrolled(agency_id, ambassador_id, "Ada Lovelace"),
+    );
+
+    let error = apply_all(&pool, &AmbassadorsProjection, &[event])
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, ProjectionError::Poison(_)), "{error:?}");
+    assert!(!error.to_string().contains("Ada"), "{error}");
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn board_event_before_submission_is_poison(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let event = stored(
+        "referral",
+        Uuid::now_v7(),
+        2,
+        agency_id,
+        ReferralEvent::ReferralContacted { at: at(2) },
+    );
+
+    let error = apply_all(&pool, &ReferralBoardProjection, &[event])
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, ProjectionError::Poison(_)), "{error:?}");
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn unknown_events_are_ignored(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let mut unknown_type = stored(
+        "payout",
+        Uuid::now_v7(),
+        1,
+        agency_id,
+        PayoutEvent::PayoutReleased {
+            by: UserId::new(),
+            at: at(2),
+        },
+    );
+    unknown_type.event_type = "PayoutDisputed".to_owned();
+    unknown_type.payload = json!({ "PayoutDisputed": {} });
+    let mut unknown_aggregate = unknown_type.clone();
+    unknown_aggregate.aggregate_type = "user".to_owned();
+    unknown_aggregate.event_type = "UserInvited".to_owned();
+
+    for projection in all() {
+        let outcome = apply_all(
+            &pool,
+            projection.as_ref(),
+            &[unknown_type.clone(), unknown_aggregate.clone()],
+        )
+        .await;
+        assert!(outcome.is_ok(), "{}: {outcome:?}", projection.name());
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct LedgerRow {
+    status: String,
+    held: bool,
+    hold_reason: Option<String>,
+    closed_at: Option<DateTime<Utc>>,
+    closed_reason: Option<String>,
+    version: i64,
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn ledger_records_hold_release_and_void(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let (payout_id, requested) = payout_requested(
+        agency_id,
+        AmbassadorId::new(),
+        Recipient::Ambassador,
+        25_000,
+    );
+    let hold_reason = "Timesheet under review";
+    let events = [
+        stored("payout", payout_id.0, 1, agency_id, requested),
+        stored(
+            "payout",
+            payout_id.0,
+            2,
+            agency_id,
+            PayoutEvent::PayoutHeld {
+                by: UserId::new(),
+                reason: FreeText::parse(hold_reason).unwrap(),
+                at: at(11),
+            },
+        ),
+        stored(
+            "payout",
+            payout_id.0,
+            3,
+            agency_id,
+            PayoutEvent::PayoutReleased {
+                by: UserId::new(),
+                at: at(12),
+            },
+        ),
+        stored(
+            "payout",
+            payout_id.0,
+            4,
+            agency_id,
+            PayoutEvent::PayoutHeld {
+                by: UserId::new(),
+                reason: FreeText::parse(hold_reason).unwrap(),
+                at: at(13),
+            },
+        ),
+    ];
+    apply_all(&pool, &PayoutLedgerProjection, &events)
+        .await
+        .unwrap();
+    let held: (bool, Option<String>, String) = sqlx::query_as(
+        "SELECT held, hold_reason, requester_kind FROM read_models.payout_ledger
+          WHERE payout_id = $1",
+    )
+    .bind(payout_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(held.0);
+    assert_eq!(held.1.as_deref(), Some(hold_reason));
+    assert_eq!(held.2, "user");
+
+    let voided = stored(
+        "payout",
+        payout_id.0,
+        5,
+        agency_id,
+        PayoutEvent::PayoutVoided {
+            by: Requester::System {
+                job: "guarantee_check".to_owned(),
+            },
+            reason_code: VoidReason::PlacementEnded,
+            note: None,
+            at: at(14),
+        },
+    );
+    apply_all(&pool, &PayoutLedgerProjection, &[voided])
+        .await
+        .unwrap();
+
+    let row: LedgerRow = sqlx::query_as(
+        "SELECT status, held, hold_reason, closed_at, closed_reason, version
+           FROM read_models.payout_ledger WHERE payout_id = $1",
+    )
+    .bind(payout_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.status, "voided");
+    assert!(!row.held);
+    assert_eq!(row.hold_reason, None);
+    assert_eq!(row.closed_at, Some(at(14)));
+    assert_eq!(row.closed_reason.as_deref(), Some("placement_ended"));
+    assert_eq!(row.version, 5);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn summaries_leave_out_candidate_bonuses(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let ambassador_id = AmbassadorId::new();
+    let (own_id, own) = payout_requested(agency_id, ambassador_id, Recipient::Ambassador, 50_000);
+    let (candidate_id, candidate) =
+        payout_requested(agency_id, ambassador_id, Recipient::Candidate, 20_000);
+    let approved = |payout_id: PayoutId| {
+        stored(
+            "payout",
+            payout_id.0,
+            2,
+            agency_id,
+            PayoutEvent::PayoutApproved {
+                approver: UserId::new(),
+                at: at(15),
+            },
+        )
+    };
+    let events = [
+        stored(
+            "ambassador",
+            ambassador_id.0,
+            1,
+            agency_id,
+            enrolled(agency_id, ambassador_id, "v1.name"),
+        ),
+        stored("payout", own_id.0, 1, agency_id, own),
+        stored("payout", candidate_id.0, 1, agency_id, candidate),
+        approved(own_id),
+        approved(candidate_id),
+    ];
+
+    apply_all(&pool, &AmbassadorSummariesProjection, &events)
+        .await
+        .unwrap();
+
+    let (pending, approved_count): (i32, i32) = sqlx::query_as(
+        "SELECT payouts_pending, payouts_approved FROM read_models.ambassador_summaries
+          WHERE ambassador_id = $1",
+    )
+    .bind(ambassador_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, 0);
+    assert_eq!(approved_count, 1);
+    let earnings: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT currency, pending_amount, earned_amount, paid_amount
+           FROM read_models.ambassador_earnings WHERE ambassador_id = $1",
+    )
+    .bind(ambassador_id.0)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(earnings, vec![("USD".to_owned(), 0, 50_000, 0)]);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn payout_event_without_request_is_poison(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let event = stored(
+        "payout",
+        Uuid::now_v7(),
+        2,
+        agency_id,
+        PayoutEvent::PayoutPaid {
+            paid_on: NaiveDate::from_ymd_opt(2026, 10, 30).unwrap(),
+            reference: "PR-1".to_owned(),
+            at: at(30),
+        },
+    );
+
+    for projection in [
+        &AmbassadorSummariesProjection as &dyn Projection,
+        &PayoutLedgerProjection,
+        &AnalyticsProjection,
+    ] {
+        let error = apply_all(&pool, projection, std::slice::from_ref(&event))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ProjectionError::Poison(_)),
+            "{}: {error:?}",
+            projection.name()
+        );
+    }
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn analytics_keeps_void_code_not_reason(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let (payout_id, requested) = payout_requested(
+        agency_id,
+        AmbassadorId::new(),
+        Recipient::Ambassador,
+        25_000,
+    );
+    let events = [
+        stored("payout", payout_id.0, 1, agency_id, requested),
+        stored(
+            "payout",
+            payout_id.0,
+            2,
+            agency_id,
+            PayoutEvent::PayoutVoided {
+                by: Requester::User {
+                    user_id: UserId::new(),
+                },
+                reason_code: VoidReason::Other,
+                note: Some(FreeText::parse("Candidate asked to stop").unwrap()),
+                at: at(16),
+            },
+        ),
+    ];
+
+    apply_all(&pool, &AnalyticsProjection, &events)
+        .await
+        .unwrap();
+
+    let (status, void_reason, closed_at): (String, Option<String>, Option<DateTime<Utc>>) =
+        sqlx::query_as(
+            "SELECT status, void_reason, closed_at FROM analytics.payout_facts
+              WHERE payout_id = $1",
+        )
+        .bind(payout_id.0)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "voided");
+    assert_eq!(void_reason.as_deref(), Some("other"));
+    assert_eq!(closed_at, Some(at(16)));
+}
