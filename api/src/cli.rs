@@ -45,6 +45,12 @@ enum Command {
     /// Inspect and rebuild the read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Bootstrap agencies (needs the master key).
+    #[command(subcommand)]
+    Agency(crate::accounts_cli::AgencyCommand),
+    /// Bootstrap platform operators (needs the master key).
+    #[command(subcommand)]
+    Operator(crate::accounts_cli::OperatorCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +93,12 @@ pub async fn run() -> ExitCode {
         }
         Command::Projections(ProjectionsCommand::Rebuild { name }) => {
             crate::projections_cli::rebuild(&cli.database_url, name.as_deref()).await
+        }
+        Command::Agency(command) => {
+            crate::accounts_cli::run_agency(&cli.database_url, command).await
+        }
+        Command::Operator(command) => {
+            crate::accounts_cli::run_operator(&cli.database_url, command).await
         }
     };
     match outcome {

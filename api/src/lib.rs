@@ -1,5 +1,6 @@
 //! The HTTP API and the command-line interface of the `referrals` binary.
 
+mod accounts_cli;
 pub mod cli;
 pub mod config;
 pub mod http;

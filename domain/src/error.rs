@@ -95,6 +95,25 @@ pub enum DomainError {
         due: DateTime<Utc>,
     },
 
+    /// The invitation's acceptance deadline has passed.
+    #[error("the invitation expired at {expired_at}; ask an administrator to invite you again")]
+    InvitationExpired {
+        /// When the invitation expired.
+        expired_at: DateTime<Utc>,
+    },
+
+    /// The invitation was accepted before.
+    #[error("the invitation was already accepted; sign in with your password instead")]
+    InvitationAlreadyAccepted,
+
+    /// The user account is deactivated.
+    #[error("the user is deactivated, and a deactivated account stays closed; invite the person again to give them a new account")]
+    UserDeactivated,
+
+    /// The user already has a TOTP secret.
+    #[error("multi-factor authentication is already enrolled for this user; sign in with a code from the enrolled authenticator")]
+    MfaAlreadyEnrolled,
+
     /// The payout is already recorded as paid under another payroll reference.
     #[error("the payout is already marked paid with a different payroll reference; reverse it first if that payment was recorded in error")]
     AlreadyPaid,
@@ -118,6 +137,10 @@ impl DomainError {
             DomainError::SameRequesterAndApprover => "same_requester_and_approver",
             DomainError::NotDueYet { .. } => "not_due_yet",
             DomainError::AlreadyPaid => "already_paid",
+            DomainError::InvitationExpired { .. } => "invitation_expired",
+            DomainError::InvitationAlreadyAccepted => "invitation_already_accepted",
+            DomainError::UserDeactivated => "user_deactivated",
+            DomainError::MfaAlreadyEnrolled => "mfa_already_enrolled",
         }
     }
 
@@ -128,13 +151,17 @@ impl DomainError {
             DomainError::Invalid(_)
             | DomainError::CandidateContactMissing
             | DomainError::SelfReferral
-            | DomainError::SameRequesterAndApprover => ErrorKind::Invalid,
+            | DomainError::SameRequesterAndApprover
+            | DomainError::InvitationExpired { .. } => ErrorKind::Invalid,
             DomainError::InvalidTransition { .. }
             | DomainError::AlreadyExists { .. }
             | DomainError::ProgramClosed
             | DomainError::AmbassadorInactive
             | DomainError::NotDueYet { .. }
-            | DomainError::AlreadyPaid => ErrorKind::Conflict,
+            | DomainError::AlreadyPaid
+            | DomainError::InvitationAlreadyAccepted
+            | DomainError::UserDeactivated
+            | DomainError::MfaAlreadyEnrolled => ErrorKind::Conflict,
             DomainError::NotFound { .. } => ErrorKind::NotFound,
             DomainError::ServiceFailed(_) => ErrorKind::Unavailable,
         }
@@ -195,6 +222,9 @@ mod tests {
             DomainError::SelfReferral,
             DomainError::SameRequesterAndApprover,
             DomainError::AlreadyPaid,
+            DomainError::InvitationAlreadyAccepted,
+            DomainError::UserDeactivated,
+            DomainError::MfaAlreadyEnrolled,
             DomainError::NotFound {
                 aggregate: "program",
             },

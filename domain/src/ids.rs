@@ -83,6 +83,14 @@ define_id!(
     UserId
 );
 
+/// The agency id under which platform records are stored: the events and data keys of
+/// platform operators, and the key of the e-mail index that login searches before the
+/// user's agency is known.
+///
+/// The events table requires an agency on every event, and no real agency has the nil
+/// UUID because new agency ids are UUID v7.
+pub const PLATFORM_AGENCY: AgencyId = AgencyId(Uuid::nil());
+
 /// UUID v5 namespace of payout ids.
 ///
 /// Changing it would give every milestone a new payout id, and payouts already

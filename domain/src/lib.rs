@@ -10,16 +10,19 @@
 //! events and snapshots never hold them in plaintext. Duplicate detection compares
 //! [`values::KeyedHash`] values instead.
 
+pub mod agency;
 pub mod ambassador;
 pub mod error;
 pub mod ids;
 pub mod payout;
 pub mod program;
 pub mod referral;
+pub mod role;
 pub mod services;
 pub mod terms;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod user;
 pub mod values;
 
 pub use error::{DomainError, ErrorKind};

@@ -189,6 +189,10 @@ pub enum Field {
     Phone,
     /// A free-text note about the person.
     Note,
+    /// A user's password hash (a PHC string, never the password).
+    PasswordHash,
+    /// A user's TOTP secret in base32.
+    TotpSecret,
 }
 
 impl Field {
@@ -199,6 +203,8 @@ impl Field {
             Self::Email => "email",
             Self::Phone => "phone",
             Self::Note => "note",
+            Self::PasswordHash => "password_hash",
+            Self::TotpSecret => "totp_secret",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! store around postgres-es, field encryption and keyed hashes, and the reservations that
 //! enforce rules spanning several aggregates.
 
+pub mod accounts;
 pub mod application;
 pub mod crypto;
 pub mod database;

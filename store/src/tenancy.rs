@@ -1,10 +1,12 @@
 //! Which agency each aggregate belongs to, for the store's tenant check.
 
+use referrals_domain::agency::Agency;
 use referrals_domain::ambassador::Ambassador;
 use referrals_domain::ids::AgencyId;
 use referrals_domain::payout::Payout;
 use referrals_domain::program::Program;
 use referrals_domain::referral::Referral;
+use referrals_domain::user::User;
 
 use crate::event_store::Tenanted;
 
@@ -18,4 +20,11 @@ macro_rules! tenanted_by_accessor {
     )+};
 }
 
-tenanted_by_accessor!(Program, Ambassador, Referral, Payout);
+tenanted_by_accessor!(Agency, Program, Ambassador, Referral, Payout);
+
+/// A platform operator has no agency; its events are stored under `PLATFORM_AGENCY`.
+impl Tenanted for User {
+    fn agency_id(&self) -> Option<AgencyId> {
+        self.tenant_id()
+    }
+}

@@ -5,8 +5,21 @@
 //! limit, metrics by route and status, and headers that keep responses out of caches.
 //! Every error, including a panic, an unknown route and a wrong method, is problem+json.
 
+pub mod ambassadors;
+pub mod analytics;
+pub mod auth;
+pub mod authorization;
+pub mod conventions;
+pub mod idempotency;
+pub mod json;
 pub mod operations;
+pub mod payouts;
+pub mod platform;
 pub mod problem;
+pub mod programs;
+pub mod referrals;
+pub mod sessions;
+pub mod users;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -18,6 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use referrals_store::accounts::Accounts;
 use referrals_store::application::Application;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -41,6 +55,8 @@ pub static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-i
 pub struct AppState {
     /// Aggregate stores and use cases.
     pub app: Arc<Application>,
+    /// Users, sessions and tokens.
+    pub accounts: Arc<Accounts>,
     /// The database pool, for read models.
     pub pool: PgPool,
     /// Renders the Prometheus metrics.
@@ -64,11 +80,34 @@ pub struct RequestIds {
         title = "Staffing Referrals API",
         description = "Referral programs for staffing agencies: programs, ambassadors, referrals, payouts, analytics and audit.",
     ),
+    modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "auth", description = "Invitations, sessions and multi-factor authentication"),
+        (name = "users", description = "Users of an agency and their roles"),
+        (name = "platform", description = "Agencies, for platform operators"),
+        (name = "programs", description = "Referral programs and their versioned terms"),
+        (name = "ambassadors", description = "People who refer candidates"),
+        (name = "referrals", description = "Referrals through the hiring pipeline"),
+        (name = "payouts", description = "Bonuses from request to payment"),
+        (name = "analytics", description = "Read models without personal data"),
     )
 )]
 struct ApiDoc;
+
+/// Declares the bearer token scheme that secured endpoints name as `bearer`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 /// Builds the router with every route, and the OpenAPI document that describes them.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -77,6 +116,14 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(operations::get_readyz))
         .routes(routes!(operations::get_metrics))
         .routes(routes!(operations::get_openapi))
+        .merge(sessions::routes())
+        .merge(users::routes())
+        .merge(platform::routes())
+        .merge(programs::routes())
+        .merge(ambassadors::routes())
+        .merge(referrals::routes())
+        .merge(payouts::routes())
+        .merge(analytics::routes())
         .split_for_parts()
 }
 
@@ -86,14 +133,24 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// Panics when the OpenAPI document cannot be serialized, which is a programming error.
 pub fn application(app: Arc<Application>, pool: PgPool) -> Router {
     let (router, openapi) = routes();
+    let accounts = Arc::new(Accounts::new(pool.clone(), app.personal().vault().clone()));
     let state = AppState {
         app,
+        accounts,
         pool,
         metrics: metrics_handle(),
         openapi: Arc::new(openapi.to_json().expect("the OpenAPI document serializes")),
     };
     router
         .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(middleware::from_fn(record_metrics))
