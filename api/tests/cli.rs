@@ -166,3 +166,150 @@ async fn projections_status_and_rebuild_run() {
         "the reason lists the known names: {reason}"
     );
 }
+
+fn master_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+
+    let name = format!("referrals_cli_{}", uuid::Uuid::now_v7().simple());
+    let url = database_url(&name);
+    let migrate = referrals()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let mut server = referrals()
+        .args(["serve", "--no-workers"])
+        .env("DATABASE_URL", &url)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("REFERRALS_MASTER_KEY", master_key())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The log line that announces the listening address, within ten seconds.
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let started = Instant::now();
+    let address = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not start"
+        );
+        let line = lines.next().expect("the server exited").unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if entry["fields"]["message"] == "serving" {
+            break entry["fields"]["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    drop_database(&name).await;
+
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(killed.success());
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("\"stopped\"")),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn agency_and_operator_create_print_json() {
+    let name = format!("referrals_cli_{}", uuid::Uuid::now_v7().simple());
+    let url = database_url(&name);
+    let migrate = referrals()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let key = master_key();
+
+    let agency = referrals()
+        .args([
+            "agency",
+            "create",
+            "--name",
+            "Northwind Staffing",
+            "--admin-email",
+            "admin@example.com",
+        ])
+        .env("DATABASE_URL", &url)
+        .env("REFERRALS_MASTER_KEY", &key)
+        .output()
+        .unwrap();
+    let operator = referrals()
+        .args(["operator", "create", "--email", "operator@example.com"])
+        .env("DATABASE_URL", &url)
+        .env("REFERRALS_MASTER_KEY", &key)
+        .output()
+        .unwrap();
+    let without_key = referrals()
+        .args(["operator", "create", "--email", "other@example.com"])
+        .env("DATABASE_URL", &url)
+        .env_remove("REFERRALS_MASTER_KEY")
+        .env_remove("REFERRALS_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    drop_database(&name).await;
+
+    assert!(
+        agency.status.success(),
+        "{}",
+        String::from_utf8_lossy(&agency.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&agency.stdout).unwrap();
+    for field in ["agency_id", "admin_user_id", "invite_token"] {
+        assert!(created[field].is_string(), "{field} missing: {created}");
+    }
+    assert!(
+        operator.status.success(),
+        "{}",
+        String::from_utf8_lossy(&operator.stderr)
+    );
+    let invited: serde_json::Value = serde_json::from_slice(&operator.stdout).unwrap();
+    assert!(
+        invited["user_id"].is_string() && invited["invite_token"].is_string(),
+        "{invited}"
+    );
+    assert_eq!(without_key.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&without_key.stderr).contains("REFERRALS_MASTER_KEY"));
+}

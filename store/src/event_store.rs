@@ -362,6 +362,30 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
         metadata: &CommandMetadata,
         expected_version: Option<usize>,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let outcome = self
+            .execute_once(aggregate_id, command, metadata, expected_version)
+            .await;
+        let label = match &outcome {
+            Ok(executed) if executed.events.is_empty() => "unchanged",
+            Ok(_) => "committed",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::NotFound { .. }) => "not_found",
+            Err(CommandError::Conflict { .. }) => "conflict",
+            Err(CommandError::Unavailable(_)) => "unavailable",
+            Err(CommandError::Failed(_)) => "failed",
+        };
+        metrics::counter!("commands_total", "aggregate" => A::TYPE, "outcome" => label)
+            .increment(1);
+        outcome
+    }
+
+    async fn execute_once(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+        expected_version: Option<usize>,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
         let mut context = self
             .store
             .load_aggregate(aggregate_id)

@@ -14,7 +14,7 @@ use super::{AppState, RequestIds};
 /// The authenticated caller of a request, with the request's ids.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    /// Who is calling, with their agency and roles as of this request.
+    /// The caller, with their agency and roles as of this request.
     pub caller: Caller,
     /// The request's ids, for event metadata.
     pub ids: RequestIds,
@@ -24,8 +24,8 @@ pub struct Authenticated {
 const MFA_ENROLLMENT_PATHS: &[&str] = &["/v1/me/mfa", "/v1/auth/sessions/current", "/v1/me"];
 
 /// Authenticates the bearer token when one is sent and stores the caller in the request.
-/// A token that is sent but invalid is rejected here, so no handler runs for it; requests
-/// without a token pass, and handlers that need a caller reject them.
+/// A token that is sent but invalid is rejected here, so no handler runs for it. Requests
+/// without a token pass, and the permission check rejects them where a caller is needed.
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,

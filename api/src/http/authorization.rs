@@ -1,11 +1,15 @@
-//! Which roles may perform which action: one declarative table, used by every handler and
-//! by the test that calls every endpoint with every role.
+//! The permission table of roles and actions: one declarative table, used by every
+//! handler and by the test that calls every endpoint with every role.
 
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use referrals_domain::ids::AgencyId;
 use referrals_domain::role::Role;
+use referrals_store::accounts::Caller;
 
 use super::auth::Authenticated;
 use super::problem::ApiError;
-use referrals_domain::ids::AgencyId;
 
 /// Everything a caller can ask the API to do, one entry per permission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +60,8 @@ pub enum Action {
     ReviewAccess,
     /// Handle data-subject requests.
     HandleSubjectRequests,
+    /// Read and manage one's own account: profile, MFA, signing out.
+    UseOwnAccount,
 }
 
 use Role::{
@@ -89,9 +95,150 @@ pub const PERMISSIONS: &[(Action, &[Role])] = &[
     (Action::ReadAudit, &[Auditor]),
     (Action::ReviewAccess, &[Auditor, Admin]),
     (Action::HandleSubjectRequests, &[Auditor]),
+    (
+        Action::UseOwnAccount,
+        &[Operator, Admin, Recruiter, Approver, Auditor, Analyst],
+    ),
 ];
 
-/// The roles that may perform `action`.
+/// Every route that needs a caller, with the action it performs. Routes not listed here
+/// are public (sign-in, invitations, operations). The middleware [`enforce_permissions`]
+/// checks this table before any handler or body parsing runs, and a test checks that every
+/// route of the OpenAPI document is either here or public.
+pub const ROUTE_ACTIONS: &[(&str, &str, Action)] = &[
+    ("POST", "/v1/me/mfa", Action::UseOwnAccount),
+    ("GET", "/v1/me", Action::UseOwnAccount),
+    ("DELETE", "/v1/auth/sessions/current", Action::UseOwnAccount),
+    ("POST", "/v1/platform/agencies", Action::CreateAgency),
+    (
+        "POST",
+        "/v1/platform/agencies/{id}/export",
+        Action::ExportAgency,
+    ),
+    ("DELETE", "/v1/platform/agencies/{id}", Action::DeleteAgency),
+    ("POST", "/v1/users", Action::InviteUser),
+    ("GET", "/v1/users", Action::ListUsers),
+    ("PUT", "/v1/users/{id}/roles", Action::ChangeRoles),
+    ("POST", "/v1/users/{id}/deactivate", Action::DeactivateUser),
+    ("POST", "/v1/users/{id}/tokens", Action::IssueAccessToken),
+    ("POST", "/v1/programs", Action::CreateProgram),
+    ("GET", "/v1/programs", Action::ReadPrograms),
+    ("GET", "/v1/programs/{id}", Action::ReadPrograms),
+    ("PUT", "/v1/programs/{id}/terms", Action::ChangeProgram),
+    ("POST", "/v1/programs/{id}/close", Action::ChangeProgram),
+    ("POST", "/v1/ambassadors", Action::ManageAmbassadors),
+    ("GET", "/v1/ambassadors", Action::ReadAmbassadors),
+    ("GET", "/v1/ambassadors/{id}", Action::ReadAmbassadors),
+    ("PATCH", "/v1/ambassadors/{id}", Action::ManageAmbassadors),
+    (
+        "POST",
+        "/v1/ambassadors/{id}/deactivate",
+        Action::ManageAmbassadors,
+    ),
+    (
+        "POST",
+        "/v1/referrals/eligibility-check",
+        Action::ManageReferrals,
+    ),
+    ("POST", "/v1/referrals", Action::ManageReferrals),
+    ("GET", "/v1/referrals", Action::ReadReferrals),
+    ("GET", "/v1/referrals/{id}", Action::ReadReferrals),
+    ("POST", "/v1/referrals/{id}/assign", Action::ManageReferrals),
+    (
+        "POST",
+        "/v1/referrals/{id}/contacted",
+        Action::ManageReferrals,
+    ),
+    (
+        "POST",
+        "/v1/referrals/{id}/interviewing",
+        Action::ManageReferrals,
+    ),
+    ("POST", "/v1/referrals/{id}/hire", Action::ManageReferrals),
+    ("POST", "/v1/referrals/{id}/hours", Action::ManageReferrals),
+    (
+        "POST",
+        "/v1/referrals/{id}/placement-end",
+        Action::ManageReferrals,
+    ),
+    (
+        "POST",
+        "/v1/referrals/{id}/decline",
+        Action::ManageReferrals,
+    ),
+    (
+        "POST",
+        "/v1/referrals/{id}/withdraw",
+        Action::ManageReferrals,
+    ),
+    ("POST", "/v1/timesheets", Action::ImportRecords),
+    ("GET", "/v1/timesheets/{id}", Action::ImportRecords),
+    ("POST", "/v1/known-candidates", Action::ImportRecords),
+    ("GET", "/v1/payouts", Action::ReadPayouts),
+    ("GET", "/v1/payouts/{id}", Action::ReadPayouts),
+    ("POST", "/v1/payouts/{id}/approve", Action::DecidePayouts),
+    ("POST", "/v1/payouts/{id}/reject", Action::DecidePayouts),
+    ("POST", "/v1/payouts/{id}/hold", Action::DecidePayouts),
+    ("POST", "/v1/payouts/{id}/release", Action::DecidePayouts),
+    ("POST", "/v1/payouts/{id}/void", Action::DecidePayouts),
+    ("POST", "/v1/payouts/{id}/reverse", Action::DecidePayouts),
+    ("POST", "/v1/payouts/exports", Action::PayPayouts),
+    ("POST", "/v1/payouts/paid-imports", Action::PayPayouts),
+    ("GET", "/v1/analytics/funnel", Action::ReadAnalytics),
+    ("GET", "/v1/analytics/leaderboard", Action::ReadAnalytics),
+    ("GET", "/v1/analytics/payouts", Action::ReadAnalytics),
+];
+
+/// Public routes: no caller needed.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/auth/invitations/accept"),
+    ("POST", "/v1/auth/sessions"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+/// The action of a route, by method and path template.
+pub fn route_action(method: &str, path: &str) -> Option<Action> {
+    ROUTE_ACTIONS
+        .iter()
+        .find(|(route_method, route_path, _)| *route_method == method && *route_path == path)
+        .map(|(_, _, action)| *action)
+}
+
+/// Rejects a request before its handler runs when its route needs a caller and there is
+/// none (401), or the caller's roles do not allow the route's action (403). A route that
+/// is neither in [`ROUTE_ACTIONS`] nor in [`PUBLIC_ROUTES`] is rejected as well, so a new
+/// route cannot be reachable without a decision.
+pub async fn enforce_permissions(
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(path) = matched.map(|path| path.as_str().to_owned()) else {
+        return next.run(request).await;
+    };
+    let method = request.method().as_str().to_owned();
+    if PUBLIC_ROUTES.contains(&(method.as_str(), path.as_str())) {
+        return next.run(request).await;
+    }
+    let Some(action) = route_action(&method, &path) else {
+        return ApiError::internal(&format!("route {method} {path} has no permission entry"))
+            .into_response();
+    };
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        return ApiError::unauthenticated().into_response();
+    };
+    let allowed = allowed_roles(action);
+    if !caller.roles.iter().any(|role| allowed.contains(role)) {
+        tracing::debug!(user_id = %caller.user_id, ?action, "rejected: role lacks permission");
+        return ApiError::forbidden(&format!("{action:?}")).into_response();
+    }
+    next.run(request).await
+}
+
+/// Returns the roles that may perform `action`.
 pub fn allowed_roles(action: Action) -> &'static [Role] {
     PERMISSIONS
         .iter()
@@ -135,7 +282,10 @@ impl Authenticated {
             tracing::debug!(user_id = %self.caller.user_id, ?action, "rejected: role lacks permission");
             return Err(ApiError::forbidden(&format!("{action:?}")));
         };
-        let agency_id = match (is_platform_action(action), self.caller.agency_id) {
+        let agency_id = match (
+            is_platform_action(action) || action == Action::UseOwnAccount,
+            self.caller.agency_id,
+        ) {
             (true, _) => self.caller.tenant_id(),
             (false, Some(agency_id)) => agency_id,
             (false, None) => return Err(ApiError::forbidden(&format!("{action:?}"))),
@@ -164,6 +314,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_route_action_is_in_permissions() {
+        for (method, path, action) in ROUTE_ACTIONS {
+            assert!(!allowed_roles(*action).is_empty(), "{method} {path}");
+        }
+    }
+
+    #[test]
     fn every_action_has_roles() {
         for (action, roles) in PERMISSIONS {
             assert!(!roles.is_empty(), "{action:?} has no role");
@@ -188,6 +345,6 @@ mod tests {
             .filter(|(_, roles)| roles.contains(&Analyst))
             .map(|(action, _)| *action)
             .collect();
-        assert_eq!(actions, vec![Action::ReadAnalytics]);
+        assert_eq!(actions, vec![Action::ReadAnalytics, Action::UseOwnAccount]);
     }
 }

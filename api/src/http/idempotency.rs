@@ -23,7 +23,7 @@ pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-ke
 /// The response header that marks a replayed response.
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// Longest key accepted, in bytes.
+/// Maximum key length, in bytes.
 const MAX_KEY_LEN: usize = 255;
 /// Response headers kept with the stored response.
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::ETAG, header::LOCATION];
@@ -181,7 +181,7 @@ type StoredRecord = (
     Option<String>,
 );
 
-/// The response to a repeated key: the stored response, or why there is none.
+/// Builds the response to a repeated key: the stored response, or why there is none.
 async fn replay(state: &AppState, caller: &Caller, key: &str, request_hash: &[u8]) -> Response {
     let row: Result<Option<StoredRecord>, _> = sqlx::query_as(
         "SELECT request_hash, status, headers, sealed_body FROM idempotency_records

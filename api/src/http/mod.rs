@@ -1,8 +1,9 @@
 //! The HTTP API: router, shared state and the middleware every request passes through.
 //!
 //! Every request gets a request id (`X-Request-Id`, echoed back) and a correlation id
-//! (`X-Correlation-Id` from the client, or the request id), a span carrying both, a body
-//! limit, metrics by route and status, and headers that keep responses out of caches.
+//! (`X-Correlation-Id` from the client, or else the request id). A span carries both.
+//! Requests also get a body limit, metrics by route and status, and headers that keep
+//! responses out of caches.
 //! Every error, including a panic, an unknown route and a wrong method, is problem+json.
 
 pub mod ambassadors;
@@ -50,7 +51,7 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The header that carries the correlation id.
 pub static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// What every handler can reach.
+/// The state shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     /// Aggregate stores and use cases.
@@ -124,6 +125,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(referrals::routes())
         .merge(payouts::routes())
         .merge(analytics::routes())
+        .route_layer(middleware::from_fn(authorization::enforce_permissions))
         .split_for_parts()
 }
 
@@ -161,7 +163,7 @@ pub fn application(app: Arc<Application>, pool: PgPool) -> Router {
         .layer(middleware::from_fn(request_context))
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// Returns the process-wide Prometheus recorder, installing it on first use.
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
