@@ -9,27 +9,31 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::EventEnvelope;
-use referrals_domain::ambassador::{Ambassador, AmbassadorCommand, EnrollAmbassador};
+use referrals_domain::ambassador::{
+    Ambassador, AmbassadorCommand, EnrollAmbassador, UpdateAmbassador,
+};
 use referrals_domain::ids::{AgencyId, AmbassadorId, PayoutId, ProgramId, ReferralId};
 use referrals_domain::payout::{Payout, PayoutCommand, RequestPayout, Requester};
 use referrals_domain::program::{CreateProgram, Program, ProgramCommand};
 use referrals_domain::referral::{
-    AmbassadorSnapshot, ProgramSnapshot, Referral, ReferralCommand, ReferralEvent, SealedContact,
-    SubmitReferral,
+    assess_eligibility, AmbassadorSnapshot, Eligibility, ProgramSnapshot, Referral,
+    ReferralCommand, ReferralEvent, SealedContact, SubmitReferral,
 };
 use referrals_domain::services::{PayoutServices, ReferralServices};
 use referrals_domain::terms::{AmbassadorKind, Recipient, Terms};
-use referrals_domain::values::{ContactKeys, Currency, FreeText, Money};
+use referrals_domain::values::{
+    ContactKeys, Currency, EmailAddress, FreeText, Money, PersonName, PhoneNumber, Sealed,
+};
 use referrals_domain::DomainError;
 use sqlx::PgPool;
 
-use crate::crypto::MasterKey;
+use crate::crypto::{seal_field, Field, MasterKey};
 use crate::event_store::{
     Actor, AggregateStore, CommandError, CommandMetadata, Executed, Tenanted,
 };
 use crate::keys::{KeyError, KeyVault};
 use crate::personal::{ContactDetails, PersonalData};
-use crate::reservations::{PgBonusCapLedger, PgCandidateRegistry};
+use crate::reservations::{PgBonusCapLedger, PgCandidateRegistry, IN_FLIGHT_GRACE};
 
 /// The name recorded as the actor of payouts requested for reached milestones.
 pub const PAYOUT_REQUESTER_JOB: &str = "payout_requester";
@@ -105,6 +109,32 @@ pub struct NewAmbassador {
     pub sms_consent: bool,
 }
 
+/// Changes to an ambassador, as a recruiter enters them; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AmbassadorChanges {
+    /// The new name.
+    pub name: Option<PersonName>,
+    /// The new e-mail address.
+    pub email: Option<EmailAddress>,
+    /// The new phone number.
+    pub phone: Option<PhoneNumber>,
+    /// The new kind.
+    pub kind: Option<AmbassadorKind>,
+    /// The new external id.
+    pub external_id: Option<String>,
+    /// The new SMS consent; `Some(false)` records an opt-out.
+    pub sms_consent: Option<bool>,
+}
+
+/// A point in an aggregate's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPoint {
+    /// After every event recorded at or before this time.
+    Time(DateTime<Utc>),
+    /// After the event with this sequence number, which is the version it produced.
+    Version(usize),
+}
+
 /// A new referral, as a recruiter enters it.
 #[derive(Debug, Clone)]
 pub struct NewReferral {
@@ -164,6 +194,63 @@ impl Application {
         &self.personal
     }
 
+    /// Rebuilds an aggregate of `agency_id` as it was at `point`, by applying its events
+    /// up to that point to an empty aggregate. Snapshots are not used, because they hold
+    /// only the latest state.
+    ///
+    /// Returns the state and its version, or `None` when the aggregate had no event by
+    /// then, belongs to another agency, or has no event with the requested version.
+    ///
+    /// # Errors
+    /// [`AppError::Unavailable`] when the query fails, and [`AppError::Internal`] when a
+    /// stored event does not decode.
+    pub async fn state_at<A: cqrs_es::Aggregate>(
+        &self,
+        agency_id: AgencyId,
+        aggregate_id: &str,
+        point: HistoryPoint,
+    ) -> Result<Option<(A, usize)>, AppError> {
+        let (until_time, until_version) = match point {
+            HistoryPoint::Time(at) => (Some(at), None),
+            HistoryPoint::Version(version) => {
+                (None, Some(i64::try_from(version).unwrap_or(i64::MAX)))
+            }
+        };
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT sequence, payload::text FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND agency_id = $3
+                AND ($4::timestamptz IS NULL OR recorded_at <= $4)
+                AND ($5::bigint IS NULL OR sequence <= $5)
+              ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(agency_id.0)
+        .bind(until_time)
+        .bind(until_version)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| AppError::Unavailable(error.to_string()))?;
+
+        let last = rows.last().map(|(sequence, _)| *sequence);
+        if last.is_none() || (until_version.is_some() && last != until_version) {
+            return Ok(None);
+        }
+        let mut aggregate = A::default();
+        let mut version = 0;
+        for (sequence, payload) in rows {
+            let event: A::Event = serde_json::from_str(&payload).map_err(|error| {
+                AppError::Internal(format!(
+                    "event {sequence} of {} {aggregate_id} does not decode: {error}",
+                    A::TYPE
+                ))
+            })?;
+            aggregate.apply(event);
+            version = usize::try_from(sequence).unwrap_or_default();
+        }
+        Ok(Some((aggregate, version)))
+    }
+
     /// Creates a program with its first terms.
     ///
     /// # Errors
@@ -217,6 +304,198 @@ impl Application {
             .ambassadors
             .execute(&ambassador_id.to_string(), command, metadata, None)
             .await?)
+    }
+
+    /// Changes an ambassador's details, sealing new contact details under the
+    /// ambassador's data key.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown ambassador, [`AppError::Conflict`] when the
+    /// ambassador is no longer at `expected_version`, and an invalid transition when new
+    /// contact details are given for an ambassador whose personal data was erased.
+    pub async fn update_ambassador(
+        &self,
+        metadata: &CommandMetadata,
+        ambassador_id: AmbassadorId,
+        changes: AmbassadorChanges,
+        expected_version: Option<usize>,
+    ) -> Result<Executed<Ambassador>, AppError> {
+        let agency_id = metadata.agency_id;
+        // Checked before sealing, so that an unknown or foreign id never gets a data key.
+        if self
+            .ambassadors
+            .load(agency_id, &ambassador_id.to_string())
+            .await?
+            .is_none()
+        {
+            return Err(AppError::NotFound("ambassador"));
+        }
+        let (name, email, phone) = self
+            .seal_ambassador_contact(agency_id, ambassador_id, &changes)
+            .await?;
+
+        let command = AmbassadorCommand::UpdateAmbassador(UpdateAmbassador {
+            name,
+            email,
+            phone,
+            kind: changes.kind,
+            sms_consent: changes.sms_consent,
+            external_id: changes.external_id,
+            at: metadata.recorded_at,
+        });
+        Ok(self
+            .ambassadors
+            .execute(
+                &ambassador_id.to_string(),
+                command,
+                metadata,
+                expected_version,
+            )
+            .await?)
+    }
+
+    /// Seals the contact fields present in `changes`; reads no key when none is present.
+    async fn seal_ambassador_contact(
+        &self,
+        agency_id: AgencyId,
+        ambassador_id: AmbassadorId,
+        changes: &AmbassadorChanges,
+    ) -> Result<(Option<Sealed>, Option<Sealed>, Option<Sealed>), AppError> {
+        if changes.name.is_none() && changes.email.is_none() && changes.phone.is_none() {
+            return Ok((None, None, None));
+        }
+        let key = match self
+            .personal
+            .vault()
+            .data_key_or_create(agency_id, ambassador_id.0)
+            .await
+        {
+            Ok(key) => key,
+            // New details for an erased person would undo the erasure.
+            Err(KeyError::Erased) => {
+                return Err(DomainError::InvalidTransition {
+                    aggregate: "ambassador",
+                    from: "erased".to_owned(),
+                    action: "change the contact details of the ambassador",
+                }
+                .into())
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let seal = |field, text: &str| seal_field(&key, agency_id, ambassador_id.0, field, text);
+        Ok((
+            changes
+                .name
+                .as_ref()
+                .map(|name| seal(Field::Name, name.as_str())),
+            changes
+                .email
+                .as_ref()
+                .map(|email| seal(Field::Email, email.as_str())),
+            changes
+                .phone
+                .as_ref()
+                .map(|phone| seal(Field::Phone, phone.as_str())),
+        ))
+    }
+
+    /// Decides whether `referral` would earn bonuses if it were submitted at `at`. Runs
+    /// the checks of [`Self::submit_referral`] but claims no candidate, creates no data
+    /// key for the candidate and records no event. The result reveals only whether another
+    /// referral owns the candidate, never which one.
+    ///
+    /// # Errors
+    /// As [`Self::submit_referral`]: [`AppError::NotFound`] for an unknown program or
+    /// ambassador, [`AppError::Domain`] for a closed program, an inactive ambassador, a
+    /// candidate without e-mail and phone, or a self-referral.
+    pub async fn check_eligibility(
+        &self,
+        agency_id: AgencyId,
+        referral: &NewReferral,
+        at: DateTime<Utc>,
+    ) -> Result<Eligibility, AppError> {
+        let program = self
+            .program_snapshot(agency_id, referral.program_id)
+            .await?;
+        let ambassador = self
+            .ambassador_snapshot(agency_id, referral.ambassador_id)
+            .await?;
+        if !program.open {
+            return Err(DomainError::ProgramClosed.into());
+        }
+        if !ambassador.active {
+            return Err(DomainError::AmbassadorInactive.into());
+        }
+
+        let candidate_keys = self
+            .personal
+            .contact_keys(
+                agency_id,
+                referral.candidate.email.as_ref(),
+                referral.candidate.phone.as_ref(),
+            )
+            .await?;
+        if candidate_keys.is_empty() {
+            return Err(DomainError::CandidateContactMissing.into());
+        }
+        if candidate_keys.matches_any(&ambassador.contact_keys) {
+            return Err(DomainError::SelfReferral.into());
+        }
+
+        let prior_contact = self
+            .known_before(
+                agency_id,
+                &candidate_keys,
+                at,
+                program.terms.prior_contact_lookback_days,
+            )
+            .await?;
+        let owned_by_other = self.candidate_owned(agency_id, &candidate_keys, at).await?;
+        Ok(assess_eligibility(
+            &program,
+            &ambassador,
+            prior_contact,
+            owned_by_other,
+        )?)
+    }
+
+    /// Returns true when a referral owns a candidate with one of `keys` at `at`. Reads the
+    /// claims the way [`PgCandidateRegistry`] judges them, without taking any: a claim
+    /// whose referral has no events yet counts while it is younger than
+    /// [`IN_FLIGHT_GRACE`], because its submission may still be in flight.
+    async fn candidate_owned(
+        &self,
+        agency_id: AgencyId,
+        keys: &ContactKeys,
+        at: DateTime<Utc>,
+    ) -> Result<bool, AppError> {
+        let keys: Vec<&str> = [&keys.email, &keys.phone]
+            .into_iter()
+            .flatten()
+            .map(|key| key.0.as_str())
+            .collect();
+        let claims: Vec<(uuid::Uuid, bool)> = sqlx::query_as(
+            "SELECT referral_id, claimed_at > now() - make_interval(secs => $3)
+               FROM candidate_claims
+              WHERE agency_id = $1 AND contact_key = ANY($2)",
+        )
+        .bind(agency_id.0)
+        .bind(&keys)
+        .bind(IN_FLIGHT_GRACE.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| AppError::Unavailable(error.to_string()))?;
+
+        for (owner, claim_is_fresh) in claims {
+            let owns = match self.referrals.load(agency_id, &owner.to_string()).await? {
+                Some((referral, _)) => referral.owns_candidate_at(at),
+                None => claim_is_fresh,
+            };
+            if owns {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Submits a referral: takes the terms in force now, checks the ambassador, claims the

@@ -397,6 +397,13 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
                 aggregate_type: A::TYPE,
             });
         }
+        // A version expected of an aggregate that does not exist means the caller names
+        // something unknown, not something that changed.
+        if context.current_sequence == 0 && expected_version.is_some() {
+            return Err(CommandError::NotFound {
+                aggregate_type: A::TYPE,
+            });
+        }
         if expected_version.is_some_and(|expected| expected != context.current_sequence) {
             return Err(CommandError::Conflict {
                 aggregate_type: A::TYPE,
