@@ -25,10 +25,10 @@ use uuid::Uuid;
 
 use super::auth::Authenticated;
 use super::authorization::Action;
+use super::conventions::{created, database_error, parse_id, query_error, respond};
 use super::conventions::{cursor, IfMatch, Page, PageQuery};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
-use super::programs::{created, database_error, parse_id, query_error, respond};
 use super::AppState;
 
 /// The name shown in place of a person whose personal data was erased.

@@ -1,14 +1,18 @@
-//! Conventions shared by the resource endpoints: `ETag` and `If-Match` for versions, and
-//! opaque cursors for lists.
+//! Conventions shared by the resource endpoints: `ETag` and `If-Match` for versions,
+//! opaque cursors for lists, ids in paths, and the responses that carry a version.
 
-use axum::extract::FromRequestParts;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use super::problem::ApiError;
 
@@ -111,4 +115,78 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// Parses a UUID from a path or query parameter.
+///
+/// # Errors
+/// 400 `invalid_id` naming `parameter` when the text is not a UUID.
+pub fn parse_id(parameter: &str, text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text.trim()).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{parameter} must be a UUID such as 0190f6d2-7c4e-7a35-9d4b-2f1e8c3a5b60"),
+        )
+        .with_field(parameter)
+    })
+}
+
+/// Turns axum's plain-text query rejection into a problem. axum's message names the
+/// parameter and the expected type; query values here are ids, limits and cursors, never
+/// personal data.
+pub fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(
+        "invalid_query",
+        format!(
+            "the query string is invalid ({}); see /openapi.json for the parameters",
+            rejection.body_text()
+        ),
+    )
+}
+
+/// Maps a failed read-model query: 503 when the database is out of reach, 500 otherwise.
+pub fn database_error(error: sqlx::Error) -> ApiError {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => ApiError::unavailable(&error),
+        other => ApiError::internal(&other),
+    }
+}
+
+/// A 200 response with the resource's version as its `ETag`.
+pub fn respond<T: Serialize>(version: usize, body: T) -> Result<Response, ApiError> {
+    Ok(([(header::ETAG, etag(version))], Json(body)).into_response())
+}
+
+/// A 201 response with the new resource's URL as `Location` and its version as `ETag`.
+pub fn created<T: Serialize>(
+    location: &str,
+    version: usize,
+    body: T,
+) -> Result<Response, ApiError> {
+    let location = HeaderValue::from_str(location).map_err(|error| ApiError::internal(&error))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::ETAG, etag(version))],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// Takes a UUID from a typed path, naming `parameter` when it is not one.
+///
+/// # Errors
+/// 400 `invalid_id` naming `parameter`.
+pub fn path_id(path: Result<Path<Uuid>, PathRejection>, parameter: &str) -> Result<Uuid, ApiError> {
+    let Path(id) = path.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{parameter} must be a UUID such as 0190f6d2-7c4e-7a35-9d4b-2f1e8c3a5b60"),
+        )
+        .with_field(parameter)
+    })?;
+    Ok(id)
 }

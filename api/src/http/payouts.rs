@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::auth::Authenticated;
 use super::authorization::{Action, Permitted};
-use super::conventions::{cursor, etag, IfMatch, Page, PageQuery};
+use super::conventions::{cursor, etag, path_id, query_error, IfMatch, Page, PageQuery};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
 use super::AppState;
@@ -265,7 +265,7 @@ pub async fn list_payouts(
 ) -> Result<Json<Page<PayoutView>>, ApiError> {
     let permitted = caller.authorize(Action::ReadPayouts)?;
 
-    let Query(query) = query.map_err(invalid_query)?;
+    let Query(query) = query.map_err(query_error)?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor.clone(),
@@ -834,17 +834,9 @@ async fn ledger_rows(
 }
 
 fn payout_id(path: Result<Path<Uuid>, PathRejection>) -> Result<PayoutId, ApiError> {
-    let Path(id) = path.map_err(|_| {
-        ApiError::bad_request("invalid_id", "the payout id in the path is not a UUID")
-            .with_field("id")
-    })?;
-    Ok(PayoutId(id))
+    path_id(path, "id").map(PayoutId)
 }
 
 fn free_text(field: &str, text: &str) -> Result<FreeText, ApiError> {
     FreeText::parse(text).map_err(|error| DomainError::from(error.for_field(field)).into())
-}
-
-fn invalid_query(rejection: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid_query", rejection.body_text())
 }

@@ -18,7 +18,6 @@ use super::auth::Authenticated;
 use super::authorization::Action;
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
-use super::sessions::account_problem;
 use super::AppState;
 
 /// The routes of this module, with their OpenAPI descriptions.
@@ -90,7 +89,7 @@ pub async fn create_agency(
             admin_name.as_ref(),
         )
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
 
     let response = CreatedAgencyResponse {
         agency_id: created.agency_id.0,

@@ -8,6 +8,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use referrals_domain::{DomainError, ErrorKind};
+use referrals_store::accounts::AccountError;
 use referrals_store::application::AppError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -197,6 +198,27 @@ impl From<AppError> for ApiError {
             AppError::Conflict { aggregate_type } => Self::version_conflict(aggregate_type),
             AppError::Unavailable(cause) => Self::unavailable(&cause),
             AppError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    /// Maps a failure of an account use case. The messages of [`AccountError`] contain no
+    /// e-mail address, password, token or secret.
+    fn from(error: AccountError) -> Self {
+        let detail = error.to_string();
+        match error {
+            AccountError::Domain(error) => error.into(),
+            AccountError::EmailTaken => Self::new(StatusCode::CONFLICT, "email_taken", detail),
+            AccountError::InvalidInvitation => {
+                Self::new(StatusCode::NOT_FOUND, "invalid_invitation", detail)
+                    .with_field("invite_token")
+            }
+            AccountError::NotFound(what) => Self::not_found(what),
+            AccountError::Conflict { aggregate_type } => Self::version_conflict(aggregate_type),
+            AccountError::Erased => Self::new(StatusCode::CONFLICT, "erased", detail),
+            AccountError::Unavailable(cause) => Self::unavailable(&cause),
+            AccountError::Internal(cause) => Self::internal(&cause),
         }
     }
 }

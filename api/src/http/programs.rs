@@ -10,8 +10,8 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+
+use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use referrals_domain::ids::ProgramId;
@@ -30,7 +30,9 @@ use uuid::Uuid;
 use super::ambassadors::AmbassadorKind;
 use super::auth::Authenticated;
 use super::authorization::Action;
-use super::conventions::{cursor, etag, IfMatch, Page, PageQuery};
+use super::conventions::{
+    created, cursor, database_error, parse_id, query_error, respond, IfMatch, Page, PageQuery,
+};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
 use super::AppState;
@@ -587,65 +589,4 @@ fn program_page(mut rows: Vec<ProgramRow>, limit: i64) -> Page<ProgramView> {
         })
         .collect();
     Page { items, next_cursor }
-}
-
-// Helpers shared with the ambassador and referral endpoints.
-
-/// Parses a UUID from a path or query parameter.
-///
-/// # Errors
-/// 400 `invalid_id` naming `parameter` when the text is not a UUID.
-pub(super) fn parse_id(parameter: &str, text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text.trim()).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_id",
-            format!("{parameter} must be a UUID such as 0190f6d2-7c4e-7a35-9d4b-2f1e8c3a5b60"),
-        )
-        .with_field(parameter)
-    })
-}
-
-/// Turns axum's plain-text query rejection into a problem. axum's message names the
-/// parameter and the expected type; query values here are ids, limits and cursors, never
-/// personal data.
-pub(super) fn query_error(rejection: QueryRejection) -> ApiError {
-    ApiError::bad_request(
-        "invalid_query",
-        format!(
-            "the query string is invalid ({}); see /openapi.json for the parameters",
-            rejection.body_text()
-        ),
-    )
-}
-
-/// Maps a failed read-model query: 503 when the database is out of reach, 500 otherwise.
-pub(super) fn database_error(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => ApiError::unavailable(&error),
-        other => ApiError::internal(&other),
-    }
-}
-
-/// A 200 response with the resource's version as its `ETag`.
-pub(super) fn respond<T: Serialize>(version: usize, body: T) -> Result<Response, ApiError> {
-    Ok(([(header::ETAG, etag(version))], Json(body)).into_response())
-}
-
-/// A 201 response with the new resource's URL as `Location` and its version as `ETag`.
-pub(super) fn created<T: Serialize>(
-    location: &str,
-    version: usize,
-    body: T,
-) -> Result<Response, ApiError> {
-    let location = HeaderValue::from_str(location).map_err(|error| ApiError::internal(&error))?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location), (header::ETAG, etag(version))],
-        Json(body),
-    )
-        .into_response())
 }

@@ -42,12 +42,11 @@ use uuid::Uuid;
 use super::ambassadors::{open_contact, ERASED_NAME};
 use super::auth::Authenticated;
 use super::authorization::Action;
+use super::conventions::{created, database_error, parse_id, query_error, respond};
 use super::conventions::{cursor, IfMatch, Page, PageQuery};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
-use super::programs::{
-    created, database_error, parse_id, query_error, respond, Recipient, TermsView, Trigger,
-};
+use super::programs::{Recipient, TermsView, Trigger};
 use super::AppState;
 
 /// Maximum length of a job reference in characters, as the referral aggregate enforces it.

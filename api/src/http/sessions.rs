@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use referrals_store::accounts::{AccountError, Credential, LoginError, SecretText};
+use referrals_store::accounts::{Credential, LoginError, SecretText};
 use referrals_store::event_store::CommandMetadata;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -142,7 +142,7 @@ pub async fn accept_invitation(
         .accounts
         .accept_invitation(&request.invite_token, &request.password)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
 
     Ok(Json(AcceptedInvitationResponse {
         user_id: accepted.user_id.0,
@@ -225,11 +225,7 @@ pub async fn delete_current_session(
         .ok_or_else(ApiError::unauthenticated)?;
 
     // A session revoked by a concurrent sign-out is signed out all the same.
-    state
-        .accounts
-        .logout(token)
-        .await
-        .map_err(account_problem)?;
+    state.accounts.logout(token).await.map_err(ApiError::from)?;
 
     Ok(StatusCode::NO_CONTENT)
 }
@@ -251,7 +247,7 @@ pub async fn get_me(
         .accounts
         .load_user(tenant, caller.user_id)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
     let (email, name) = open_user_contact(&state, tenant, caller.user_id, &user).await?;
 
     Ok(Json(MeResponse {
@@ -288,28 +284,9 @@ pub async fn enroll_mfa(
         .accounts
         .enroll_mfa(&metadata, caller.caller.user_id)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
 
     Ok(Json(MfaEnrollmentResponse { totp_secret }))
-}
-
-/// Maps a failure of an account use case to a problem. The messages of
-/// [`AccountError`] contain no e-mail address, password, token or secret.
-pub fn account_problem(error: AccountError) -> ApiError {
-    let detail = error.to_string();
-    match error {
-        AccountError::Domain(error) => error.into(),
-        AccountError::EmailTaken => ApiError::new(StatusCode::CONFLICT, "email_taken", detail),
-        AccountError::InvalidInvitation => {
-            ApiError::new(StatusCode::NOT_FOUND, "invalid_invitation", detail)
-                .with_field("invite_token")
-        }
-        AccountError::NotFound(what) => ApiError::not_found(what),
-        AccountError::Conflict { aggregate_type } => ApiError::version_conflict(aggregate_type),
-        AccountError::Erased => ApiError::new(StatusCode::CONFLICT, "erased", detail),
-        AccountError::Unavailable(cause) => ApiError::unavailable(&cause),
-        AccountError::Internal(cause) => ApiError::internal(&cause),
-    }
 }
 
 /// Maps a failed sign-in to a problem. A deactivated account gets the same response as a

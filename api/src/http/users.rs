@@ -25,10 +25,9 @@ use uuid::Uuid;
 
 use super::auth::Authenticated;
 use super::authorization::{Action, Permitted};
-use super::conventions::{cursor, Page, PageQuery};
+use super::conventions::{cursor, path_id, query_error, Page, PageQuery};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
-use super::sessions::account_problem;
 use super::AppState;
 
 /// The routes of this module, with their OpenAPI descriptions.
@@ -240,7 +239,7 @@ pub async fn invite_user(
         .accounts
         .invite_user(&permitted.metadata(), &email, Some(&name), &roles)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
 
     let response = InvitedUserResponse {
         id: invited.user_id.0,
@@ -267,7 +266,7 @@ pub async fn list_users(
 ) -> Result<Json<Page<UserView>>, ApiError> {
     let permitted = caller.authorize(Action::ListUsers)?;
 
-    let Query(page) = query.map_err(invalid_query)?;
+    let Query(page) = query.map_err(query_error)?;
     let limit = page.limit()?;
     let after: Option<Uuid> = page.position()?;
 
@@ -318,7 +317,7 @@ pub async fn change_user_roles(
         .accounts
         .change_roles(&permitted.metadata(), user_id, &roles)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
 
     account_view(&state, permitted.agency_id, user_id).await
 }
@@ -353,7 +352,7 @@ pub async fn deactivate_user(
         .accounts
         .deactivate_user(&permitted.metadata(), user_id)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
 
     account_view(&state, permitted.agency_id, user_id).await
 }
@@ -391,7 +390,7 @@ pub async fn issue_access_token(
             request.expires_at,
         )
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
 
     let response = IssuedTokenResponse {
         token_id: issued.token_id,
@@ -494,7 +493,7 @@ async fn user_view(
         .accounts
         .load_user(agency_id, user_id)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
     let status = user
         .status()
         .ok_or_else(|| ApiError::internal(&format!("user {user_id} has no status")))?;
@@ -529,7 +528,7 @@ async fn account_view(
         .accounts
         .load_user(agency_id, user_id)
         .await
-        .map_err(account_problem)?;
+        .map_err(ApiError::from)?;
     let status = user
         .status()
         .ok_or_else(|| ApiError::internal(&format!("user {user_id} has no status")))?;
@@ -547,17 +546,9 @@ fn is_caller(permitted: &Permitted, user_id: UserId) -> bool {
 }
 
 fn user_id(path: Result<Path<Uuid>, PathRejection>) -> Result<UserId, ApiError> {
-    let Path(id) = path.map_err(|_| {
-        ApiError::bad_request("invalid_id", "the user id in the path is not a UUID")
-            .with_field("id")
-    })?;
-    Ok(UserId(id))
+    path_id(path, "id").map(UserId)
 }
 
 fn invalid_value(error: referrals_domain::values::ValueError) -> ApiError {
     referrals_domain::DomainError::from(error).into()
-}
-
-fn invalid_query(rejection: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid_query", rejection.body_text())
 }
