@@ -471,3 +471,44 @@ async fn invitation_input_is_validated(pool: PgPool) {
     assert_eq!(bad_email.body["field"], json!("email"));
     assert!(!bad_email.body.to_string().contains("not an address"));
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn stale_if_match_on_users_is_a_conflict(pool: PgPool) {
+    let api = TestApi::new(&pool);
+    let agency = api.agency().await;
+    let (user_id, _) = api.user(&agency, &[Role::Recruiter]).await;
+    let admin = agency.admin_token.as_str();
+    let path = format!("/v1/users/{user_id}/roles");
+    let body = serde_json::json!({"roles": ["recruiter", "analyst"]});
+
+    let stale = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(admin),
+            Some(body.clone()),
+            &[("If-Match", "\"1\"")],
+        )
+        .await;
+    let listed = api.call(Method::GET, "/v1/users", Some(admin), None).await;
+    let version = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["id"] == user_id.to_string())
+        .unwrap()["version"]
+        .to_string();
+    let current = api
+        .send(
+            Method::PUT,
+            &path,
+            Some(admin),
+            Some(body),
+            &[("If-Match", &format!("\"{version}\""))],
+        )
+        .await;
+
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert_eq!(stale.body["code"], "version_conflict");
+    assert_eq!(current.status, StatusCode::OK, "{}", current.body);
+}

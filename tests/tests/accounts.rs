@@ -544,7 +544,10 @@ async fn deactivated_user_is_rejected_on_next_request(pool: PgPool) {
         .unwrap();
     assert!(accounts.authenticate(session.token.expose()).await.is_ok());
 
-    accounts.deactivate_user(&metadata, user_id).await.unwrap();
+    accounts
+        .deactivate_user(&metadata, user_id, None)
+        .await
+        .unwrap();
     let session_outcome = accounts.authenticate(session.token.expose()).await;
     let token_outcome = accounts.authenticate(token.token.expose()).await;
     let login_outcome = accounts
@@ -585,7 +588,10 @@ async fn deactivated_user_is_rejected_on_next_request(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(events.last().map(String::as_str), Some("UserDeactivated"));
-    accounts.deactivate_user(&metadata, user_id).await.unwrap();
+    accounts
+        .deactivate_user(&metadata, user_id, None)
+        .await
+        .unwrap();
     let repeated: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'UserDeactivated'",
     )
@@ -724,12 +730,22 @@ async fn role_change_is_recorded_and_applies_at_once(pool: PgPool) {
     let metadata = admin.caller.metadata(Role::AgencyAdmin);
 
     let roles = accounts
-        .change_roles(&metadata, user_id, &[Role::PayoutApprover, Role::Recruiter])
+        .change_roles(
+            &metadata,
+            user_id,
+            &[Role::PayoutApprover, Role::Recruiter],
+            None,
+        )
         .await
         .unwrap();
     let caller = accounts.authenticate(session.token.expose()).await.unwrap();
     accounts
-        .change_roles(&metadata, user_id, &[Role::Recruiter, Role::PayoutApprover])
+        .change_roles(
+            &metadata,
+            user_id,
+            &[Role::Recruiter, Role::PayoutApprover],
+            None,
+        )
         .await
         .unwrap();
 
@@ -801,9 +817,9 @@ async fn other_agency_cannot_change_a_user(pool: PgPool) {
     let foreign = other.caller.metadata(Role::AgencyAdmin);
 
     let roles = accounts
-        .change_roles(&foreign, user_id, &[Role::AgencyAdmin])
+        .change_roles(&foreign, user_id, &[Role::AgencyAdmin], None)
         .await;
-    let deactivation = accounts.deactivate_user(&foreign, user_id).await;
+    let deactivation = accounts.deactivate_user(&foreign, user_id, None).await;
     let token = accounts
         .issue_access_token(&foreign, user_id, "Stolen", None)
         .await;
@@ -822,7 +838,7 @@ async fn no_plaintext_email_or_name_in_stored_records(pool: PgPool) {
     let admin = agency_with_admin(&accounts, "admin@northwind.example").await;
     let user_id = active_user(&accounts, &admin, "grace@example.org", &[Role::Recruiter]).await;
     accounts
-        .deactivate_user(&admin.caller.metadata(Role::AgencyAdmin), user_id)
+        .deactivate_user(&admin.caller.metadata(Role::AgencyAdmin), user_id, None)
         .await
         .unwrap();
 

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::auth::Authenticated;
 use super::authorization::{Action, Permitted};
-use super::conventions::{cursor, path_id, query_error, Page, PageQuery};
+use super::conventions::{cursor, path_id, query_error, IfMatch, Page, PageQuery};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
 use super::AppState;
@@ -286,7 +286,8 @@ pub async fn list_users(
 /// keeps an admin.
 #[utoipa::path(put, path = "/v1/users/{id}/roles", tag = "users",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Id of the user")),
+    params(("id" = Uuid, Path, description = "Id of the user"),
+        ("If-Match" = Option<String>, Header, description = "The user's version from a previous read, such as \"3\"")),
     request_body = ChangeRolesRequest,
     responses(
         (status = 200, description = "Roles changed", body = AccountView),
@@ -299,6 +300,7 @@ pub async fn change_user_roles(
     State(state): State<AppState>,
     caller: Authenticated,
     id: Result<Path<Uuid>, PathRejection>,
+    IfMatch(expected_version): IfMatch,
     StrictJson(request): StrictJson<ChangeRolesRequest>,
 ) -> Result<Json<AccountView>, ApiError> {
     let permitted = caller.authorize(Action::ChangeRoles)?;
@@ -315,7 +317,7 @@ pub async fn change_user_roles(
 
     state
         .accounts
-        .change_roles(&permitted.metadata(), user_id, &roles)
+        .change_roles(&permitted.metadata(), user_id, &roles, expected_version)
         .await
         .map_err(ApiError::from)?;
 
@@ -326,9 +328,11 @@ pub async fn change_user_roles(
 /// Requests with them fail from the next one on. Deactivating again changes nothing.
 #[utoipa::path(post, path = "/v1/users/{id}/deactivate", tag = "users",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Id of the user")),
+    params(("id" = Uuid, Path, description = "Id of the user"),
+        ("If-Match" = Option<String>, Header, description = "The user's version from a previous read, such as \"3\"")),
     responses(
         (status = 200, description = "Deactivated", body = AccountView),
+        (status = 409, description = "The user changed since the If-Match version", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an agency admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user in the agency", body = Problem, content_type = "application/problem+json"),
@@ -337,6 +341,7 @@ pub async fn deactivate_user(
     State(state): State<AppState>,
     caller: Authenticated,
     id: Result<Path<Uuid>, PathRejection>,
+    IfMatch(expected_version): IfMatch,
 ) -> Result<Json<AccountView>, ApiError> {
     let permitted = caller.authorize(Action::DeactivateUser)?;
 
@@ -350,7 +355,7 @@ pub async fn deactivate_user(
 
     state
         .accounts
-        .deactivate_user(&permitted.metadata(), user_id)
+        .deactivate_user(&permitted.metadata(), user_id, expected_version)
         .await
         .map_err(ApiError::from)?;
 

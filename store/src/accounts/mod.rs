@@ -336,13 +336,16 @@ impl Accounts {
         metadata: &CommandMetadata,
         user_id: UserId,
         roles: &[Role],
+        expected_version: Option<usize>,
     ) -> Result<Vec<Role>, AccountError> {
         let command = UserCommand::ChangeRoles(ChangeRoles {
             roles: roles.to_vec(),
             by: acting_user(metadata),
             at: metadata.recorded_at,
         });
-        let executed = self.execute_user(metadata, user_id, command).await?;
+        let executed = self
+            .execute_user_at(metadata, user_id, command, expected_version)
+            .await?;
 
         // Written even when no event was recorded, so a retry repairs a row that an
         // earlier attempt failed to write after its event committed.
@@ -363,12 +366,15 @@ impl Accounts {
         &self,
         metadata: &CommandMetadata,
         user_id: UserId,
+        expected_version: Option<usize>,
     ) -> Result<(), AccountError> {
         let command = UserCommand::DeactivateUser(DeactivateUser {
             by: acting_user(metadata),
             at: metadata.recorded_at,
         });
-        let executed = self.execute_user(metadata, user_id, command).await?;
+        let executed = self
+            .execute_user_at(metadata, user_id, command, expected_version)
+            .await?;
 
         // As in `change_roles`, this runs on every call, so a retry completes the
         // revocation if an earlier attempt failed after the event committed.
@@ -535,9 +541,21 @@ impl Accounts {
         user_id: UserId,
         command: UserCommand,
     ) -> Result<Executed<User>, AccountError> {
+        self.execute_user_at(metadata, user_id, command, None).await
+    }
+
+    /// Executes a user command, only if the user is still at `expected_version` when one
+    /// is given (an HTTP `If-Match`).
+    async fn execute_user_at(
+        &self,
+        metadata: &CommandMetadata,
+        user_id: UserId,
+        command: UserCommand,
+        expected_version: Option<usize>,
+    ) -> Result<Executed<User>, AccountError> {
         Ok(self
             .users
-            .execute(&user_id.to_string(), command, metadata, None)
+            .execute(&user_id.to_string(), command, metadata, expected_version)
             .await?)
     }
 
