@@ -51,6 +51,9 @@ enum Command {
     /// Bootstrap platform operators (needs the master key).
     #[command(subcommand)]
     Operator(crate::accounts_cli::OperatorCommand),
+    /// Verify the tamper evidence of the event store.
+    #[command(subcommand)]
+    Audit(crate::audit_cli::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +86,7 @@ pub async fn run() -> ExitCode {
                 let options = ServeOptions {
                     bind,
                     workers: !no_workers,
+                    announce: None,
                 };
                 crate::server::serve(&cli.database_url, master_key, options).await
             }
@@ -100,6 +104,7 @@ pub async fn run() -> ExitCode {
         Command::Operator(command) => {
             crate::accounts_cli::run_operator(&cli.database_url, command).await
         }
+        Command::Audit(command) => crate::audit_cli::run(&cli.database_url, command).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,15 +156,27 @@ async fn demo(database_url: &str, bind: std::net::SocketAddr) -> anyhow::Result<
     let master_key = config::master_key_for_demo()?;
     migrate(database_url).await?;
     let options = database::parse_url(database_url)?;
-    println!(
-        "Demo database {} is migrated; personal data is encrypted under master key {}.",
-        database::describe(&options),
-        master_key.id()
+    let key_source = if std::env::var_os("REFERRALS_MASTER_KEY").is_some()
+        || std::env::var_os("REFERRALS_MASTER_KEY_FILE").is_some()
+    {
+        "the master key from your environment".to_owned()
+    } else {
+        format!("the master key in {}/master.key", config::DATA_DIR)
+    };
+    let announce = format!(
+        "Demo database {database} is migrated; personal data is encrypted under {key_source}.\n\
+         Serving on http://{{address}} (try: curl http://{{address}}/readyz); stop with Ctrl-C.\n\
+         Next, in another terminal: eval \"$(./dev env demo)\"; \
+         export REFERRALS_MASTER_KEY_FILE={data}/master.key; \
+         cargo run -q --release --bin referrals -- agency create --name \"Acme Staffing\" \
+         --admin-email admin@example.com (the README's HTTP API section goes on from there).",
+        database = database::describe(&options),
+        data = config::DATA_DIR,
     );
-    println!("Serving on http://{bind} (try: curl http://{bind}/readyz); stop with Ctrl-C.");
     let options = ServeOptions {
         bind,
         workers: true,
+        announce: Some(announce),
     };
     crate::server::serve(database_url, master_key, options).await
 }

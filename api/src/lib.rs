@@ -1,6 +1,8 @@
 //! The HTTP API and the command-line interface of the `referrals` binary.
 
 mod accounts_cli;
+mod audit_cli;
+mod audit_export_cli;
 pub mod cli;
 pub mod config;
 pub mod http;

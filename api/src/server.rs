@@ -25,6 +25,9 @@ pub struct ServeOptions {
     pub bind: SocketAddr,
     /// Whether this process also runs the projection workers.
     pub workers: bool,
+    /// Lines printed to standard output once the address is bound, for a person at a
+    /// terminal; `{address}` stands for the bound address.
+    pub announce: Option<String>,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then lets requests in flight finish and
@@ -42,6 +45,20 @@ pub async fn serve(
     let app = Arc::new(Application::new(pool.clone(), master_key));
     let (stop, stopping) = watch::channel(false);
 
+    // Bind first: a busy address must fail before any worker starts.
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; set BIND_ADDR to a free address",
+                options.bind
+            )
+        })?;
+    let address = listener.local_addr()?;
+    if let Some(announce) = &options.announce {
+        println!("{}", announce.replace("{address}", &address.to_string()));
+    }
+
     let workers = options.workers.then(|| {
         let mut projections: Vec<Arc<dyn Projection>> =
             models::all().into_iter().map(Arc::from).collect();
@@ -51,16 +68,8 @@ pub async fn serve(
         tokio::spawn(async move { runner.run(projections, stopping).await })
     });
 
-    let listener = tokio::net::TcpListener::bind(options.bind)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; set BIND_ADDR to a free address",
-                options.bind
-            )
-        })?;
     tracing::info!(
-        address = %listener.local_addr()?,
+        %address,
         database = %database::describe(&connect_options),
         workers = options.workers,
         "serving"

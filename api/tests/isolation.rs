@@ -154,9 +154,14 @@ async fn other_agency_gets_404_everywhere(pool: PgPool) {
             continue;
         }
         let collection = path.trim_start_matches("/v1/").split('/').next().unwrap();
-        let concrete = match resources.ids.get(collection) {
-            Some(id) if path.contains("{id}") => path.replace("{id}", id),
-            _ => path.to_string(),
+        let concrete = if path.contains("{aggregate_type}") {
+            path.replace("{aggregate_type}", "referral")
+                .replace("{id}", &resources.ids["referrals"])
+        } else {
+            match resources.ids.get(collection) {
+                Some(id) if path.contains("{id}") => path.replace("{id}", id),
+                _ => path.to_string(),
+            }
         };
         let body = valid_body(method, path, &resources);
         let reply = api

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use cqrs_es::persist::SerializedEvent;
 use cqrs_es::EventEnvelope;
 use referrals_domain::ambassador::{
     Ambassador, AmbassadorCommand, EnrollAmbassador, UpdateAmbassador,
@@ -25,6 +26,7 @@ use referrals_domain::values::{
     ContactKeys, Currency, EmailAddress, FreeText, Money, PersonName, PhoneNumber, Sealed,
 };
 use referrals_domain::DomainError;
+use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::crypto::{seal_field, Field, MasterKey};
@@ -216,8 +218,8 @@ impl Application {
                 (None, Some(i64::try_from(version).unwrap_or(i64::MAX)))
             }
         };
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT sequence, payload::text FROM events
+        let rows: Vec<(i64, String, String, Value)> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload::jsonb FROM events
               WHERE aggregate_type = $1 AND aggregate_id = $2 AND agency_id = $3
                 AND ($4::timestamptz IS NULL OR recorded_at <= $4)
                 AND ($5::bigint IS NULL OR sequence <= $5)
@@ -232,21 +234,26 @@ impl Application {
         .await
         .map_err(|error| AppError::Unavailable(error.to_string()))?;
 
-        let last = rows.last().map(|(sequence, _)| *sequence);
+        let last = rows.last().map(|(sequence, ..)| *sequence);
         if last.is_none() || (until_version.is_some() && last != until_version) {
             return Ok(None);
         }
         let mut aggregate = A::default();
         let mut version = 0;
-        for (sequence, payload) in rows {
-            let event: A::Event = serde_json::from_str(&payload).map_err(|error| {
-                AppError::Internal(format!(
-                    "event {sequence} of {} {aggregate_id} does not decode: {error}",
-                    A::TYPE
-                ))
-            })?;
-            aggregate.apply(event);
+        for (sequence, event_type, event_version, payload) in rows {
             version = usize::try_from(sequence).unwrap_or_default();
+            let stored = SerializedEvent {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: version,
+                aggregate_type: A::TYPE.to_owned(),
+                event_type,
+                event_version,
+                payload,
+                metadata: Value::Null,
+            };
+            let event = crate::upcast::decode::<A>(stored)
+                .map_err(|error| AppError::Internal(error.to_string()))?;
+            aggregate.apply(event);
         }
         Ok(Some((aggregate, version)))
     }

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{
-    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
-    SerializedSnapshot,
+    EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
+    ReplayStream, SerializedEvent, SerializedSnapshot,
 };
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
@@ -277,6 +277,15 @@ impl<E: std::error::Error> CommandError<E> {
     }
 }
 
+/// Maps a failed query to [`CommandError::Unavailable`] or [`CommandError::Failed`].
+fn classify_sqlx<E: std::error::Error>(error: sqlx::Error) -> CommandError<E> {
+    if is_connection_error(&error) {
+        CommandError::Unavailable(Box::new(error))
+    } else {
+        CommandError::Failed(Box::new(error))
+    }
+}
+
 /// Returns true for errors that mean the database is out of reach rather than wrong.
 fn is_connection_error(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
@@ -311,6 +320,7 @@ pub struct Executed<A: Aggregate> {
 pub struct AggregateStore<A: Aggregate + Tenanted> {
     store: PersistedEventStore<EventRepository, A>,
     services: A::Services,
+    pool: PgPool,
 }
 
 impl<A: Aggregate + Tenanted> AggregateStore<A> {
@@ -318,10 +328,39 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
     pub fn new(pool: PgPool, services: A::Services) -> Self {
         Self {
             store: PersistedEventStore::new_snapshot_store(
-                EventRepository::new(pool),
+                EventRepository::new(pool.clone()),
                 SNAPSHOT_EVERY,
-            ),
+            )
+            .with_upcasters(crate::upcast::upcasters()),
             services,
+            pool,
+        }
+    }
+
+    /// Loads the aggregate's context, with its events upcast by [`crate::upcast`].
+    /// cqrs-es reports an event that does not deserialize with the serde message alone,
+    /// so on that error the events are read again to name the aggregate, sequence and
+    /// version of the first unreadable one.
+    async fn load_context(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, CommandError<A::Error>> {
+        match self.store.load_aggregate(aggregate_id).await {
+            Ok(context) => Ok(context),
+            Err(AggregateError::DeserializationError(error)) => {
+                let repository = EventRepository::new(self.pool.clone());
+                let unreadable = match repository.get_events::<A>(aggregate_id).await {
+                    Ok(events) => events
+                        .into_iter()
+                        .find_map(|event| crate::upcast::decode::<A>(event).err()),
+                    Err(_) => None,
+                };
+                Err(CommandError::Failed(match unreadable {
+                    Some(unreadable) => Box::new(unreadable),
+                    None => error,
+                }))
+            }
+            Err(error) => Err(CommandError::from_aggregate(error, A::TYPE)),
         }
     }
 
@@ -335,15 +374,55 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
         agency_id: AgencyId,
         aggregate_id: &str,
     ) -> Result<Option<(A, usize)>, CommandError<A::Error>> {
-        let context = self
-            .store
-            .load_aggregate(aggregate_id)
-            .await
-            .map_err(|error| CommandError::from_aggregate(error, A::TYPE))?;
+        let context = self.load_context(aggregate_id).await?;
         if context.current_sequence == 0 || context.aggregate.agency_id() != Some(agency_id) {
             return Ok(None);
         }
         Ok(Some((context.aggregate, context.current_sequence)))
+    }
+
+    /// Reads the current state of an aggregate of `agency_id` from the
+    /// `read_models.aggregate_states` projection, without replaying its events. When the
+    /// projection has not caught up with the aggregate's last event (right after a
+    /// command), the aggregate is loaded from the event store instead, so a client always
+    /// reads its own writes. `None` when it does not exist or belongs to another agency.
+    ///
+    /// # Errors
+    /// Returns [`CommandError::Unavailable`] or [`CommandError::Failed`] when reading fails.
+    pub async fn read(
+        &self,
+        agency_id: AgencyId,
+        aggregate_id: &str,
+    ) -> Result<Option<(A, usize)>, CommandError<A::Error>> {
+        let row: (Option<i64>, Option<i64>, Option<Uuid>, Option<Value>) = sqlx::query_as(
+            "SELECT (SELECT max(sequence) FROM events
+                      WHERE aggregate_type = $1 AND aggregate_id = $2),
+                    state.version, state.agency_id, state.state
+               FROM (SELECT 1) AS one
+               LEFT JOIN read_models.aggregate_states AS state
+                 ON state.aggregate_type = $1 AND state.aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify_sqlx)?;
+
+        match row {
+            (None, _, _, _) => Ok(None),
+            (Some(latest), Some(version), Some(owner), Some(state)) if latest == version => {
+                if owner != agency_id.0 {
+                    return Ok(None);
+                }
+                let aggregate = serde_json::from_value(state)
+                    .map_err(|error| CommandError::Failed(Box::new(error)))?;
+                Ok(Some((
+                    aggregate,
+                    usize::try_from(version).unwrap_or_default(),
+                )))
+            }
+            _ => self.load(agency_id, aggregate_id).await,
+        }
     }
 
     /// Executes one command and commits its events with `metadata`.
@@ -386,11 +465,7 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
         metadata: &CommandMetadata,
         expected_version: Option<usize>,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
-        let mut context = self
-            .store
-            .load_aggregate(aggregate_id)
-            .await
-            .map_err(|error| CommandError::from_aggregate(error, A::TYPE))?;
+        let mut context = self.load_context(aggregate_id).await?;
         if context.current_sequence > 0 && context.aggregate.agency_id() != Some(metadata.agency_id)
         {
             return Err(CommandError::NotFound {

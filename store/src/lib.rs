@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod application;
+pub mod audit;
 pub mod crypto;
 pub mod database;
 pub mod event_store;
@@ -11,3 +12,4 @@ pub mod keys;
 pub mod personal;
 pub mod reservations;
 mod tenancy;
+pub mod upcast;

@@ -313,3 +313,64 @@ async fn stored_events_hold_no_plaintext_personal_data(pool: PgPool) {
         "the check must be able to find plaintext that is stored"
     );
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn read_uses_projection_and_falls_back(pool: PgPool) {
+    let app = application(&pool);
+    let agency = AgencyId::new();
+    let metadata = recruiter(agency);
+    let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
+    let program_key = program.to_string();
+    let runner = referrals_projections::runner::ProjectionRunner::new(pool.clone());
+    let states = referrals_projections::models::AggregateStatesProjection;
+    catch_up_fully(&pool, &runner, &states).await;
+    // Mark the projected row, so that a read served from it can be told apart.
+    sqlx::query(
+        "UPDATE read_models.aggregate_states
+            SET state = jsonb_set(state, '{state,name}', '\"From the read model\"')
+          WHERE aggregate_id = $1",
+    )
+    .bind(&program_key)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let (from_projection, version) = app
+        .programs
+        .read(agency, &program_key)
+        .await
+        .unwrap()
+        .unwrap();
+    let close = referrals_domain::program::ProgramCommand::CloseProgram(
+        referrals_domain::program::CloseProgram { at: Utc::now() },
+    );
+    app.programs
+        .execute(&program_key, close, &metadata, None)
+        .await
+        .unwrap();
+    let (after_command, later_version) = app
+        .programs
+        .read(agency, &program_key)
+        .await
+        .unwrap()
+        .unwrap();
+    let other_agency = app
+        .programs
+        .read(AgencyId::new(), &program_key)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        from_projection.name(),
+        Some("From the read model"),
+        "served from the projection"
+    );
+    assert_eq!(version, 1);
+    assert_eq!(
+        later_version, 2,
+        "a lagging projection falls back to the event store"
+    );
+    assert!(!after_command.is_open());
+    assert_eq!(after_command.name(), Some("Warehouse referrals"));
+    assert!(other_agency.is_none());
+}

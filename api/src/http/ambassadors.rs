@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::access_log::{record_access, SubjectType};
 use super::auth::Authenticated;
 use super::authorization::Action;
 use super::conventions::{created, database_error, parse_id, query_error, respond};
@@ -225,15 +226,22 @@ pub async fn get_ambassador(
     let (ambassador, version) = state
         .app
         .ambassadors
-        .load(permitted.agency_id, &ambassador_id.to_string())
+        .read(permitted.agency_id, &ambassador_id.to_string())
         .await
         .map_err(AppError::from)?
         .ok_or_else(|| ApiError::not_found("ambassador"))?;
 
-    respond(
-        version,
-        ambassador_view(&state, permitted.agency_id, &ambassador, version).await?,
+    let view = ambassador_view(&state, permitted.agency_id, &ambassador, version).await?;
+    let endpoint = "GET /v1/ambassadors/{id}";
+    record_access(
+        &state,
+        &permitted,
+        SubjectType::Ambassador,
+        ambassador_id.0,
+        endpoint,
     )
+    .await?;
+    respond(version, view)
 }
 
 /// Changes an ambassador's contact details, kind, external id or SMS consent. Only the

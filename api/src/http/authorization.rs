@@ -187,6 +187,21 @@ pub const ROUTE_ACTIONS: &[(&str, &str, Action)] = &[
     ("GET", "/v1/analytics/funnel", Action::ReadAnalytics),
     ("GET", "/v1/analytics/leaderboard", Action::ReadAnalytics),
     ("GET", "/v1/analytics/payouts", Action::ReadAnalytics),
+    ("POST", "/v1/audit/verify", Action::ReadAudit),
+    (
+        "GET",
+        "/v1/audit/{aggregate_type}/{id}/events",
+        Action::ReadAudit,
+    ),
+    (
+        "GET",
+        "/v1/audit/{aggregate_type}/{id}/state",
+        Action::ReadAudit,
+    ),
+    ("GET", "/v1/audit/events", Action::ReadAudit),
+    ("GET", "/v1/audit/export", Action::ReadAudit),
+    ("GET", "/v1/audit/access-log", Action::ReviewAccess),
+    ("GET", "/v1/audit/access-review", Action::ReviewAccess),
 ];
 
 /// Public routes: no caller needed.
@@ -198,6 +213,15 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
+
+/// Names the roles that may perform `action`, for messages: "recruiter or payout_approver".
+fn required_roles(action: Action) -> String {
+    let names: Vec<&str> = allowed_roles(action)
+        .iter()
+        .map(|role| role.as_str())
+        .collect();
+    names.join(" or ")
+}
 
 /// The action of a route, by method and path template.
 pub fn route_action(method: &str, path: &str) -> Option<Action> {
@@ -256,7 +280,7 @@ pub async fn enforce_permissions(
     let allowed = allowed_roles(action);
     if !caller.roles.iter().any(|role| allowed.contains(role)) {
         tracing::debug!(user_id = %caller.user_id, ?action, "rejected: role lacks permission");
-        return ApiError::forbidden(&format!("{action:?}")).into_response();
+        return ApiError::forbidden(&required_roles(action)).into_response();
     }
     next.run(request).await
 }
@@ -303,7 +327,7 @@ impl Authenticated {
             .find(|role| allowed.contains(role))
         else {
             tracing::debug!(user_id = %self.caller.user_id, ?action, "rejected: role lacks permission");
-            return Err(ApiError::forbidden(&format!("{action:?}")));
+            return Err(ApiError::forbidden(&required_roles(action)));
         };
         let agency_id = match (
             is_platform_action(action) || action == Action::UseOwnAccount,
@@ -311,7 +335,7 @@ impl Authenticated {
         ) {
             (true, _) => self.caller.tenant_id(),
             (false, Some(agency_id)) => agency_id,
-            (false, None) => return Err(ApiError::forbidden(&format!("{action:?}"))),
+            (false, None) => return Err(ApiError::forbidden(&required_roles(action))),
         };
         Ok(Permitted {
             caller: self.clone(),

@@ -6,8 +6,13 @@
 //! responses out of caches.
 //! Every error, including a panic, an unknown route and a wrong method, is problem+json.
 
+pub mod access_log;
+pub mod access_review;
 pub mod ambassadors;
 pub mod analytics;
+pub mod audit;
+pub mod audit_chain;
+pub mod audit_events;
 pub mod auth;
 pub mod authorization;
 pub mod conventions;
@@ -92,6 +97,7 @@ pub struct RequestIds {
         (name = "referrals", description = "Referrals through the hiring pipeline"),
         (name = "payouts", description = "Bonuses from request to payment"),
         (name = "analytics", description = "Read models without personal data"),
+        (name = "audit", description = "Event history and tamper evidence, for compliance auditors"),
     )
 )]
 struct ApiDoc;
@@ -125,6 +131,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(referrals::routes())
         .merge(payouts::routes())
         .merge(analytics::routes())
+        .merge(audit::routes())
+        .merge(audit_chain::routes())
         .route_layer(middleware::from_fn(authorization::enforce_permissions))
         .split_for_parts()
 }

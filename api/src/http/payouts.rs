@@ -543,7 +543,7 @@ async fn decide(
     .await
 }
 
-/// Loads a payout of the agency.
+/// Reads the current state of a payout of the agency from its read model.
 async fn load_payout(
     state: &AppState,
     agency_id: AgencyId,
@@ -552,7 +552,7 @@ async fn load_payout(
     state
         .app
         .payouts
-        .load(agency_id, &payout_id.to_string())
+        .read(agency_id, &payout_id.to_string())
         .await
         .map_err(AppError::from)?
         .ok_or_else(|| ApiError::not_found("payout"))
@@ -571,7 +571,7 @@ async fn ambassador_active(
     let ambassador = state
         .app
         .ambassadors
-        .load(agency_id, &ambassador_id.to_string())
+        .read(agency_id, &ambassador_id.to_string())
         .await
         .map_err(AppError::from)?
         .ok_or_else(|| {

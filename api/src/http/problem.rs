@@ -83,12 +83,15 @@ impl ApiError {
         )
     }
 
-    /// 403: the caller's roles do not allow the action.
-    pub fn forbidden(action: &str) -> Self {
+    /// 403: the caller's roles do not allow the action; `required` names the roles that do.
+    pub fn forbidden(required: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("your roles do not allow {action}; ask an agency admin for the role that does"),
+            format!(
+                "this needs the role {required}; an agency admin can grant it with \
+                 PUT /v1/users/{{id}}/roles"
+            ),
         )
     }
 

@@ -268,7 +268,7 @@ pub async fn get_program(
     let (program, version) = state
         .app
         .programs
-        .load(permitted.agency_id, &program_id.to_string())
+        .read(permitted.agency_id, &program_id.to_string())
         .await
         .map_err(AppError::from)?
         .ok_or_else(|| ApiError::not_found("program"))?;

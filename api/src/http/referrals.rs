@@ -39,6 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::access_log::{record_access, SubjectType};
 use super::ambassadors::{open_contact, ERASED_NAME};
 use super::auth::Authenticated;
 use super::authorization::Action;
@@ -495,10 +496,17 @@ pub async fn get_referral(
         .await?
         .ok_or_else(|| ApiError::not_found("referral"))?;
 
-    respond(
-        version,
-        referral_view(&state, permitted.agency_id, &referral, version).await?,
+    let view = referral_view(&state, permitted.agency_id, &referral, version).await?;
+    let endpoint = "GET /v1/referrals/{id}";
+    record_access(
+        &state,
+        &permitted,
+        SubjectType::Candidate,
+        referral_id.0,
+        endpoint,
     )
+    .await?;
+    respond(version, view)
 }
 
 /// Assigns the recruiter who handles the referral.
@@ -884,7 +892,7 @@ async fn load_referral(
         None => Ok(state
             .app
             .referrals
-            .load(agency_id, &id)
+            .read(agency_id, &id)
             .await
             .map_err(AppError::from)?),
         Some(point) => Ok(state
@@ -979,7 +987,7 @@ impl SubmitReferralRequest {
 
 impl PastStateQuery {
     /// Returns the point in history to read, or `None` for the current state.
-    fn history_point(&self) -> Result<Option<HistoryPoint>, ApiError> {
+    pub(crate) fn history_point(&self) -> Result<Option<HistoryPoint>, ApiError> {
         match (&self.as_of, &self.version) {
             (None, None) => Ok(None),
             (Some(_), Some(_)) => Err(ApiError::bad_request(

@@ -9,6 +9,7 @@
 //! This module also contains what the projections share: decoding an event into the
 //! aggregate's event type, and turning database failures into [`ProjectionError`]s.
 
+mod aggregate_states;
 mod ambassador_summaries;
 mod ambassadors;
 mod analytics;
@@ -28,6 +29,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
+pub use aggregate_states::AggregateStatesProjection;
 pub use ambassador_summaries::AmbassadorSummariesProjection;
 pub use ambassadors::AmbassadorsProjection;
 pub use analytics::AnalyticsProjection;
@@ -41,6 +43,7 @@ use crate::{Projection, ProjectionError, StoredEvent};
 /// the events on its own checkpoint and reads no other projection's tables.
 pub fn all() -> Vec<Box<dyn Projection>> {
     vec![
+        Box::new(AggregateStatesProjection),
         Box::new(ProgramsProjection),
         Box::new(AmbassadorsProjection),
         Box::new(ReferralBoardProjection),
