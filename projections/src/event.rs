@@ -1,6 +1,7 @@
 //! One event as projections read it from the events table, in global order.
 
 use chrono::{DateTime, Utc};
+use cqrs_es::persist::SerializedEvent;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -56,13 +57,24 @@ impl StoredEvent {
         )
     }
 
-    /// Decodes the payload into the aggregate's event type.
+    /// Decodes the payload into the aggregate's event type, after the store's upcasters
+    /// have brought an older payload version into the current shape.
     ///
     /// # Errors
     /// Returns [`ProjectionError::Poison`] when the payload does not have the expected
     /// shape: the projection cannot apply it and must stop rather than skip it.
     pub fn decode<E: DeserializeOwned>(&self) -> Result<E, ProjectionError> {
-        serde_json::from_value(self.payload.clone()).map_err(|error| {
+        let serialized = SerializedEvent::new(
+            self.aggregate_id.clone(),
+            usize::try_from(self.sequence).unwrap_or_default(),
+            self.aggregate_type.clone(),
+            self.event_type.clone(),
+            self.event_version.clone(),
+            self.payload.clone(),
+            self.metadata.clone(),
+        );
+        let upcast = referrals_store::upcast::upcast(serialized);
+        serde_json::from_value(upcast.payload).map_err(|error| {
             ProjectionError::Poison(format!(
                 "cannot read the payload of {}: {error}",
                 self.describe()

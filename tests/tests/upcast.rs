@@ -95,3 +95,29 @@ async fn unreadable_event_names_aggregate_sequence_and_version(pool: PgPool) {
     assert!(message.contains("version 1.0"), "{message}");
     assert!(message.contains("prior_contact"), "{message}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn projections_read_old_submission(pool: PgPool) {
+    let agency_id = AgencyId(Uuid::now_v7());
+    let id = insert_old_submission(&pool, agency_id, "0.9").await;
+    let runner = referrals_projections::runner::ProjectionRunner::new(pool.clone());
+
+    for projection in referrals_projections::models::all() {
+        referrals_tests::catch_up_fully(&pool, &runner, projection.as_ref()).await;
+    }
+
+    let on_board: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM read_models.referral_board WHERE referral_id = $1::uuid)",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        on_board,
+        "the upcast event reaches the board instead of stopping it"
+    );
+    let app = application(&pool);
+    let (referral, _) = app.referrals.read(agency_id, &id).await.unwrap().unwrap();
+    assert_eq!(referral.prior_contact(), Some(false));
+}
