@@ -250,6 +250,17 @@ async fn feed_filters_by_type_and_pages(pool: PgPool) {
         "blake@example.com",
     )
     .await;
+    // The feed reads only below the oldest transaction still running in the cluster, and
+    // other tests open transactions too: wait until the new event is readable.
+    for _ in 0..300 {
+        let visible = setup
+            .audit(&format!("/v1/audit/events?from={started}"))
+            .await;
+        if !visible.body["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let first = setup
         .audit("/v1/audit/events?type=AmbassadorEnrolled&limit=1")

@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::access_log::{record_access, SubjectType};
 use super::audit_events::{
     aggregate_history, export_events, feed_page, open_sealed_fields, AuditEvent, FeedFilter,
-    LineSink,
+    FeedPosition, LineSink,
 };
 use super::auth::Authenticated;
 use super::authorization::Action;
@@ -333,14 +333,14 @@ pub async fn list_events(
     let Query(page) = page.map_err(query_error)?;
     let filter = feed.filter(permitted.agency_id)?;
     let limit = page.limit()?;
-    let after: Option<i64> = page.position()?;
+    let after: Option<FeedPosition> = page.position()?;
 
     let mut rows = feed_page(&state.pool, &filter, after, limit + 1)
         .await
         .map_err(database_error)?;
     let next_cursor = if rows.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
         rows.pop();
-        rows.last().map(|(position, _)| cursor(position))
+        rows.last().map(|(place, _)| cursor(place))
     } else {
         None
     };

@@ -51,15 +51,17 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
-/// The columns [`AuditEvent::from_row`] reads, plus `position`.
+/// The columns [`AuditEvent::from_row`] reads, plus the global order. Payload and metadata
+/// are read as their stored text: a cast to `jsonb` would reject the escape `\u0000`, which
+/// `json` accepts, and fail the whole page or export.
 const EVENT_COLUMNS: &str = "aggregate_type, aggregate_id, sequence, event_type, event_version, \
-     recorded_at, metadata::jsonb AS metadata, payload::jsonb AS payload, \
-     encode(hash, 'hex') AS hash, position";
+     recorded_at, metadata::text AS metadata, payload::text AS payload, \
+     encode(hash, 'hex') AS hash, position, transaction_id::text AS transaction_id";
 
 impl AuditEvent {
     /// Builds an event from a row selected with [`EVENT_COLUMNS`].
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        let metadata: Value = row.try_get("metadata")?;
+        let metadata = json_column(row, "metadata")?;
         let text = |name: &str| {
             metadata
                 .get(name)
@@ -77,10 +79,19 @@ impl AuditEvent {
             actor_role: text("actor_role"),
             correlation_id: text("correlation_id"),
             causation_id: text("causation_id"),
-            payload: row.try_get("payload")?,
+            payload: json_column(row, "payload")?,
             hash: row.try_get("hash")?,
         })
     }
+}
+
+/// Parses a JSON column read as text.
+fn json_column(row: &PgRow, name: &str) -> Result<Value, sqlx::Error> {
+    let text: String = row.try_get(name)?;
+    serde_json::from_str(&text).map_err(|error| sqlx::Error::ColumnDecode {
+        index: name.to_owned(),
+        source: Box::new(error),
+    })
 }
 
 /// Reads every event of one aggregate of `agency_id`, in sequence order; empty when it
@@ -121,40 +132,53 @@ pub struct FeedFilter {
     pub event_type: Option<String>,
 }
 
-// NOTE: positions are assigned at insert but committed out of order, so a page read while
-// a slower transaction is still open can miss an event that later commits with a lower
-// position than the cursor. The projection runner avoids this with transaction ids; the
-// audit feed does not yet.
-const FEED_SQL_WHERE: &str = "WHERE ($1::uuid IS NULL OR agency_id = $1)
+/// The filters shared by the feed and the export.
+const FILTER_SQL: &str = "WHERE ($1::uuid IS NULL OR agency_id = $1)
        AND ($2::timestamptz IS NULL OR recorded_at >= $2)
        AND ($3::timestamptz IS NULL OR recorded_at < $3)
-       AND ($4::text IS NULL OR event_type = $4)
-       AND ($5::bigint IS NULL OR position > $5)";
+       AND ($4::text IS NULL OR event_type = $4)";
 
-/// Reads up to `limit` events matching `filter` after global position `after`, in global
-/// order, each with its position.
+/// Where a feed page ends: the inserting transaction and the position of its last event.
+pub type FeedPosition = (String, i64);
+
+/// Reads up to `limit` events matching `filter` after `after`, in the global order
+/// `(transaction_id, position)`, each with its place in that order.
+///
+/// Positions are assigned at insert but transactions commit in another order, so a page
+/// only reaches up to the oldest transaction still running: an event committed later can
+/// never land before a cursor that was already handed out.
 ///
 /// # Errors
 /// Returns the database error.
 pub async fn feed_page(
     pool: &PgPool,
     filter: &FeedFilter,
-    after: Option<i64>,
+    after: Option<FeedPosition>,
     limit: i64,
-) -> Result<Vec<(i64, AuditEvent)>, sqlx::Error> {
-    let sql =
-        format!("SELECT {EVENT_COLUMNS} FROM events {FEED_SQL_WHERE} ORDER BY position LIMIT $6");
+) -> Result<Vec<(FeedPosition, AuditEvent)>, sqlx::Error> {
+    let (after_transaction, after_position) = after.unzip();
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events {FILTER_SQL}
+           AND ($5::text IS NULL OR (transaction_id, position) > ($5::text::xid8, $6))
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY transaction_id, position
+         LIMIT $7"
+    );
     let rows = sqlx::query(&sql)
         .bind(filter.agency_id.map(|agency| agency.0))
         .bind(filter.from)
         .bind(filter.to)
         .bind(filter.event_type.as_deref())
-        .bind(after)
+        .bind(after_transaction)
+        .bind(after_position.unwrap_or(0))
         .bind(limit)
         .fetch_all(pool)
         .await?;
     rows.iter()
-        .map(|row| Ok((row.try_get("position")?, AuditEvent::from_row(row)?)))
+        .map(|row| {
+            let place = (row.try_get("transaction_id")?, row.try_get("position")?);
+            Ok((place, AuditEvent::from_row(row)?))
+        })
         .collect()
 }
 
@@ -175,13 +199,14 @@ pub(crate) async fn export_events(
     filter: &FeedFilter,
     sink: &mut impl LineSink,
 ) -> anyhow::Result<u64> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events {FEED_SQL_WHERE} ORDER BY position");
+    // One query reads one snapshot, so the export holds every event committed before it
+    // started, and none after.
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events {FILTER_SQL} ORDER BY position");
     let mut rows = sqlx::query(&sql)
         .bind(filter.agency_id.map(|agency| agency.0))
         .bind(filter.from)
         .bind(filter.to)
         .bind(filter.event_type.as_deref())
-        .bind(None::<i64>)
         .fetch(pool);
     let mut written = 0;
     while let Some(row) = rows.try_next().await? {
