@@ -13,6 +13,8 @@ use crate::http::audit_events::{export_events, FeedFilter, LineSink};
 
 /// Events between two progress updates on a terminal.
 const PROGRESS_EVERY_EVENTS: u64 = 10_000;
+/// Events between two progress log lines when standard error is not a terminal.
+const LOG_EVERY_EVENTS: u64 = 100_000;
 
 /// Writes the events matching the filters to standard output, one JSON object per line,
 /// with progress on standard error when it is a terminal.
@@ -39,6 +41,7 @@ pub async fn export(
         written: 0,
         progress: std::io::stderr().is_terminal(),
     };
+    let started = std::time::Instant::now();
     let written = export_events(&pool, &filter, &mut sink)
         .await
         .context("exporting events")?;
@@ -46,7 +49,25 @@ pub async fn export(
     if sink.progress {
         eprintln!("\rexported {written} events");
     }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        events = written,
+        seconds,
+        events_per_second = written as f64 / seconds.max(f64::EPSILON),
+        peak_rss_kib = peak_rss_kib(),
+        "export finished"
+    );
     Ok(())
+}
+
+/// The process's peak resident memory in KiB (`VmHWM` of `/proc/self/status`), where the
+/// system provides it; for the export's log line, which shows that memory stays flat.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 struct StdoutSink<W: Write> {
@@ -63,6 +84,8 @@ impl<W: Write> LineSink for StdoutSink<W> {
         self.written += 1;
         if self.progress && self.written % PROGRESS_EVERY_EVENTS == 0 {
             eprint!("\rexported {} events", self.written);
+        } else if !self.progress && self.written % LOG_EVERY_EVENTS == 0 {
+            tracing::info!(events = self.written, "export in progress");
         }
         Ok(())
     }

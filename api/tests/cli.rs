@@ -313,3 +313,99 @@ async fn agency_and_operator_create_print_json() {
     assert_eq!(without_key.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&without_key.stderr).contains("REFERRALS_MASTER_KEY"));
 }
+
+/// Inserts `count` events of one new agency directly, one aggregate each, with a payload
+/// of realistic size; returns the agency id.
+async fn insert_events(url: &str, count: i64) -> String {
+    let agency = uuid::Uuid::now_v7().to_string();
+    let mut connection = PgConnection::connect(url).await.unwrap();
+    sqlx::query(
+        r#"INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+           SELECT 'referral', $1 || '-' || n, 1, 'HoursRecorded', '1.0',
+                  json_build_object('HoursRecorded', json_build_object(
+                      'week_ending', '2026-11-27', 'hours', '38.50', 'total_hours', '412.25',
+                      'note', repeat('x', 200), 'n', n)),
+                  json_build_object('agency_id', $1, 'actor_id', 'system', 'actor_role', 'system:test',
+                      'correlation_id', $1, 'causation_id', $1, 'request_id', $1,
+                      'recorded_at', '2026-11-28T14:03:11.512Z')
+             FROM generate_series(1, $2) AS n"#,
+    )
+    .bind(&agency)
+    .bind(count)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    connection.close().await.unwrap();
+    agency
+}
+
+/// Runs `referrals audit export --agency` and returns the lines written and the peak
+/// memory it reports.
+fn export_and_measure(url: &str, agency: &str) -> (u64, u64) {
+    use std::io::Read;
+
+    let mut child = referrals()
+        .args(["audit", "export", "--agency", agency])
+        .env("DATABASE_URL", url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut lines = 0u64;
+    loop {
+        let read = stdout.read(&mut buffer).unwrap();
+        if read == 0 {
+            break;
+        }
+        lines += buffer[..read].iter().filter(|byte| **byte == b'\n').count() as u64;
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let peak = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["fields"]["message"] == "export finished")
+        .and_then(|entry| entry["fields"]["peak_rss_kib"].as_u64())
+        .expect("the export reports its peak memory");
+    (lines, peak)
+}
+
+#[tokio::test]
+async fn export_memory_stays_flat() {
+    let name = format!("referrals_cli_{}", uuid::Uuid::now_v7().simple());
+    let url = database_url(&name);
+    let migrate = referrals()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let small = insert_events(&url, 20_000).await;
+    let large = insert_events(&url, 200_000).await;
+
+    let (small_lines, small_peak) = export_and_measure(&url, &small);
+    let (large_lines, large_peak) = export_and_measure(&url, &large);
+    drop_database(&name).await;
+
+    eprintln!(
+        "export peak memory: {small_peak} KiB for 20,000 events, {large_peak} KiB for 200,000"
+    );
+    assert_eq!(small_lines, 20_000);
+    assert_eq!(large_lines, 200_000);
+    // Ten times the events may not cost more than half again the memory: rows stream
+    // through, so the peak is set by buffers, not by the number of events.
+    assert!(
+        large_peak * 2 <= small_peak * 3,
+        "peak memory grew from {small_peak} KiB to {large_peak} KiB"
+    );
+}
