@@ -508,3 +508,39 @@ async fn another_agency_gets_not_found(pool: PgPool) {
     );
     assert!(setup.access_log_rows(&setup.referral_id).await.is_empty());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn lists_with_names_are_logged(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let runner = referrals_projections::runner::ProjectionRunner::new(pool.clone());
+    for projection in referrals_projections::models::all() {
+        for _ in 0..100 {
+            runner.catch_up(projection.as_ref()).await.unwrap();
+            let status =
+                referrals_projections::status::projection_status(&pool, &[projection.name()])
+                    .await
+                    .unwrap();
+            if status[0].events_behind == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    let listed = setup
+        .api
+        .call(Method::GET, "/v1/ambassadors", Some(&setup.recruiter), None)
+        .await;
+
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let entries: Vec<(String, String)> =
+        sqlx::query_as("SELECT subject_type, endpoint FROM access_log WHERE subject_id = $1::uuid")
+            .bind(&setup.ambassador_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        entries.contains(&("ambassador".to_owned(), "GET /v1/ambassadors".to_owned())),
+        "{entries:?}"
+    );
+}

@@ -1,9 +1,6 @@
-//! The access log: one append-only row for each read that revealed a data subject's
-//! decrypted personal fields, and the endpoint that lists them for reviewers.
-//!
-//! NOTE: the lists that show names (`GET /v1/referrals`, `GET /v1/ambassadors`) record
-//! no entries yet; only single-subject reads, audit history and state, and the access
-//! review do.
+//! The access log: one append-only row for each data subject whose decrypted personal
+//! fields a response revealed (single reads, lists, audit history and state, the access
+//! review), and the endpoint that lists them for reviewers.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

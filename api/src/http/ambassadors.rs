@@ -23,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::access_log::{record_access, SubjectType};
+use super::access_log::{record_access, record_accesses, SubjectType};
 use super::auth::Authenticated;
 use super::authorization::Action;
 use super::conventions::{created, database_error, parse_id, query_error, respond};
@@ -198,9 +198,18 @@ pub async fn list_ambassadors(
     .await
     .map_err(database_error)?;
 
-    Ok(Json(
-        ambassador_page(&state, permitted.agency_id, rows, limit).await?,
-    ))
+    let page = ambassador_page(&state, permitted.agency_id, rows, limit).await?;
+    let ambassadors: Vec<Uuid> = page.items.iter().map(|item| item.id).collect();
+    let endpoint = "GET /v1/ambassadors";
+    record_accesses(
+        &state,
+        &permitted,
+        SubjectType::Ambassador,
+        &ambassadors,
+        endpoint,
+    )
+    .await?;
+    Ok(Json(page))
 }
 
 /// Reads one ambassador with their contact details.

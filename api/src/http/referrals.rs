@@ -39,7 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::access_log::{record_access, SubjectType};
+use super::access_log::{record_access, record_accesses, SubjectType};
 use super::ambassadors::{open_contact, ERASED_NAME};
 use super::auth::Authenticated;
 use super::authorization::Action;
@@ -463,9 +463,18 @@ pub async fn list_referrals(
         .await
         .map_err(database_error)?;
 
-    Ok(Json(
-        board_page(&state, permitted.agency_id, rows, limit).await?,
-    ))
+    let page = board_page(&state, permitted.agency_id, rows, limit).await?;
+    let candidates: Vec<Uuid> = page.items.iter().map(|item| item.id).collect();
+    let endpoint = "GET /v1/referrals";
+    record_accesses(
+        &state,
+        &permitted,
+        SubjectType::Candidate,
+        &candidates,
+        endpoint,
+    )
+    .await?;
+    Ok(Json(page))
 }
 
 /// Reads one referral: its current state, or with `as_of` or `version` the state it had

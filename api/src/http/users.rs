@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::access_log::{record_accesses, SubjectType};
 use super::auth::Authenticated;
 use super::authorization::{Action, Permitted};
 use super::conventions::{cursor, path_id, query_error, IfMatch, Page, PageQuery};
@@ -270,14 +271,21 @@ pub async fn list_users(
     let limit = page.limit()?;
     let after: Option<Uuid> = page.position()?;
 
-    // NOTE: names and e-mail addresses are personal data, and this read is not yet
-    // recorded in an access log, because the product has none so far.
     let rows = user_rows(&state, permitted.agency_id, after, limit + 1).await?;
     let next_cursor = next_cursor(&rows, limit);
     let mut items = Vec::with_capacity(rows.len());
     for row in rows.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
         items.push(user_view(&state, permitted.agency_id, row).await?);
     }
+    let users: Vec<Uuid> = items.iter().map(|item| item.id).collect();
+    record_accesses(
+        &state,
+        &permitted,
+        SubjectType::User,
+        &users,
+        "GET /v1/users",
+    )
+    .await?;
     Ok(Json(Page { items, next_cursor }))
 }
 
