@@ -54,6 +54,9 @@ enum Command {
     /// Verify the tamper evidence of the event store.
     #[command(subcommand)]
     Audit(crate::audit_cli::AuditCommand),
+    /// Manage the master key that wraps the encryption keys.
+    #[command(subcommand)]
+    Keys(crate::keys_cli::KeysCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +108,7 @@ pub async fn run() -> ExitCode {
             crate::accounts_cli::run_operator(&cli.database_url, command).await
         }
         Command::Audit(command) => crate::audit_cli::run(&cli.database_url, command).await,
+        Command::Keys(command) => crate::keys_cli::run(&cli.database_url, command).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

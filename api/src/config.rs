@@ -75,7 +75,11 @@ pub fn master_key_for_demo() -> Result<MasterKey, ConfigError> {
     Ok(key)
 }
 
-fn read_key_file(path: &Path) -> Result<MasterKey, ConfigError> {
+/// Reads a master key from a file that contains its base64 text.
+///
+/// # Errors
+/// Returns an error when the file cannot be read or the key is invalid.
+pub fn read_key_file(path: &Path) -> Result<MasterKey, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
         path: path.to_owned(),
         source,

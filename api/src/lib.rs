@@ -6,5 +6,6 @@ mod audit_export_cli;
 pub mod cli;
 pub mod config;
 pub mod http;
+mod keys_cli;
 mod projections_cli;
 pub mod server;

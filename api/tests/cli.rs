@@ -91,6 +91,7 @@ fn every_command_has_help() {
         vec!["--help"],
         vec!["migrate", "--help"],
         vec!["demo", "--help"],
+        vec!["keys", "rotate", "--help"],
     ] {
         let output = referrals().args(&command).output().unwrap();
         assert!(output.status.success(), "{command:?}");
@@ -312,6 +313,92 @@ async fn agency_and_operator_create_print_json() {
     );
     assert_eq!(without_key.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&without_key.stderr).contains("REFERRALS_MASTER_KEY"));
+}
+
+#[tokio::test]
+async fn keys_rotate_rewraps_and_rejects_missing_file() {
+    let name = format!("referrals_cli_{}", uuid::Uuid::now_v7().simple());
+    let url = database_url(&name);
+    let migrate = referrals()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let old_key = master_key();
+    // Creating an agency stores the admin's data key, wrapped by the old master key.
+    let agency = referrals()
+        .args([
+            "agency",
+            "create",
+            "--name",
+            "Northwind Staffing",
+            "--admin-email",
+            "admin@example.com",
+        ])
+        .env("DATABASE_URL", &url)
+        .env("REFERRALS_MASTER_KEY", &old_key)
+        .output()
+        .unwrap();
+    let new_key_file = std::env::temp_dir().join(format!("{name}.key"));
+    std::fs::write(&new_key_file, master_key()).unwrap();
+    let rotate = |key_file: &std::path::Path| {
+        referrals()
+            .args(["keys", "rotate", "--new-key-file"])
+            .arg(key_file)
+            .env("DATABASE_URL", &url)
+            .env("REFERRALS_MASTER_KEY", &old_key)
+            .output()
+            .unwrap()
+    };
+    let rotated = rotate(&new_key_file);
+    let missing = rotate(&new_key_file.with_extension("missing"));
+    let mut connection = PgConnection::connect(&url).await.unwrap();
+    let key_ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT master_key_id FROM data_keys WHERE destroyed_at IS NULL
+         UNION SELECT DISTINCT master_key_id FROM agency_keys",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    connection.close().await.unwrap();
+    std::fs::remove_file(&new_key_file).unwrap();
+    drop_database(&name).await;
+
+    assert!(
+        agency.status.success(),
+        "{}",
+        String::from_utf8_lossy(&agency.stderr)
+    );
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let summary = String::from_utf8_lossy(&rotated.stdout);
+    assert!(summary.contains("re-wrapped"), "{summary}");
+    assert!(summary.contains(", 0 by the old key"), "{summary}");
+    assert_eq!(
+        key_ids.len(),
+        1,
+        "every key is under the new master key: {key_ids:?}"
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    let reason: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("referrals:"))
+        .collect();
+    assert_eq!(reason.len(), 1, "{stderr}");
+    assert!(reason[0].contains("new master key"), "{stderr}");
+    assert!(
+        reason[0].contains(".missing"),
+        "the reason names the file: {stderr}"
+    );
 }
 
 /// Inserts `count` events of one new agency directly, one aggregate each, with a payload

@@ -196,9 +196,9 @@ impl Application {
         &self.personal
     }
 
-    /// Rebuilds an aggregate of `agency_id` as it was at `point`, by applying its events
-    /// up to that point to an empty aggregate. Snapshots are not used, because they hold
-    /// only the latest state.
+    /// Rebuilds an aggregate of `agency_id` as it was at `point`: starts from the nearest
+    /// earlier state in `read_models.aggregate_snapshots` (kept every 50 events), or from
+    /// an empty aggregate, and applies the events after it up to that point.
     ///
     /// Returns the state and its version, or `None` when the aggregate had no event by
     /// then, belongs to another agency, or has no event with the requested version.
@@ -218,9 +218,36 @@ impl Application {
                 (None, Some(i64::try_from(version).unwrap_or(i64::MAX)))
             }
         };
-        let rows: Vec<(i64, String, String, Value)> = sqlx::query_as(
-            "SELECT sequence, event_type, event_version, payload::jsonb FROM events
+        let snapshot: Option<(i64, Value)> = sqlx::query_as(
+            "SELECT version, state FROM read_models.aggregate_snapshots
               WHERE aggregate_type = $1 AND aggregate_id = $2 AND agency_id = $3
+                AND ($4::timestamptz IS NULL OR recorded_at <= $4)
+                AND ($5::bigint IS NULL OR version <= $5)
+              ORDER BY version DESC
+              LIMIT 1",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(agency_id.0)
+        .bind(until_time)
+        .bind(until_version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| AppError::Unavailable(error.to_string()))?;
+        let (mut aggregate, mut version) = match snapshot {
+            Some((version, state)) => (
+                serde_json::from_value::<A>(state)
+                    .map_err(|error| AppError::Internal(error.to_string()))?,
+                usize::try_from(version).unwrap_or_default(),
+            ),
+            None => (A::default(), 0),
+        };
+
+        // Payloads are read as stored text: a cast to jsonb would reject `\u0000`.
+        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload::text FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND agency_id = $3
+                AND sequence > $6
                 AND ($4::timestamptz IS NULL OR recorded_at <= $4)
                 AND ($5::bigint IS NULL OR sequence <= $5)
               ORDER BY sequence",
@@ -230,17 +257,21 @@ impl Application {
         .bind(agency_id.0)
         .bind(until_time)
         .bind(until_version)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(|error| AppError::Unavailable(error.to_string()))?;
 
-        let last = rows.last().map(|(sequence, ..)| *sequence);
+        let last = rows
+            .last()
+            .map(|(sequence, ..)| *sequence)
+            .or((version > 0).then_some(i64::try_from(version).unwrap_or(i64::MAX)));
         if last.is_none() || (until_version.is_some() && last != until_version) {
             return Ok(None);
         }
-        let mut aggregate = A::default();
-        let mut version = 0;
         for (sequence, event_type, event_version, payload) in rows {
+            let payload: Value = serde_json::from_str(&payload)
+                .map_err(|error| AppError::Internal(error.to_string()))?;
             version = usize::try_from(sequence).unwrap_or_default();
             let stored = SerializedEvent {
                 aggregate_id: aggregate_id.to_owned(),

@@ -374,3 +374,106 @@ async fn read_uses_projection_and_falls_back(pool: PgPool) {
     assert_eq!(after_command.name(), Some("Warehouse referrals"));
     assert!(other_agency.is_none());
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn past_state_from_snapshot_equals_full_replay(pool: PgPool) {
+    use referrals_store::application::HistoryPoint;
+
+    let app = application(&pool);
+    let agency = AgencyId::new();
+    let metadata = recruiter(agency);
+    let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
+    let ambassador = enroll_ambassador(
+        &app,
+        &metadata,
+        contact("Ada", Some("ada@example.com"), None),
+    )
+    .await;
+    let referral = submit(
+        &app,
+        &metadata,
+        program,
+        ambassador,
+        contact("Grace", Some("grace@example.org"), None),
+    )
+    .await
+    .unwrap();
+    let referral_id = referral.aggregate.referral_id().unwrap();
+    let start = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+    let hire = ReferralCommand::RecordHire(RecordHire {
+        start_date: start,
+        job_title: "Picker".to_owned(),
+        client_name: "Contoso".to_owned(),
+        external_worker_id: None,
+        at: Utc::now(),
+    });
+    app.execute_referral(&metadata, referral_id, hire, None)
+        .await
+        .unwrap();
+    for week in 0..110 {
+        let command = ReferralCommand::RecordHours(RecordHours {
+            week_ending: start + Duration::days(6 + 7 * week),
+            hours: Hours::parse("1.5").unwrap(),
+            at: Utc::now(),
+        });
+        app.execute_referral(&metadata, referral_id, command, None)
+            .await
+            .unwrap();
+    }
+    let runner = referrals_projections::runner::ProjectionRunner::new(pool.clone());
+    catch_up_fully(
+        &pool,
+        &runner,
+        &referrals_projections::models::AggregateStatesProjection,
+    )
+    .await;
+    let snapshots: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM read_models.aggregate_snapshots WHERE aggregate_id = $1",
+    )
+    .bind(referral_id.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let id = referral_id.to_string();
+
+    let mut with_snapshots = Vec::new();
+    for version in [49, 50, 75, 100, 113] {
+        with_snapshots.push(
+            app.state_at::<Referral>(agency, &id, HistoryPoint::Version(version))
+                .await
+                .unwrap(),
+        );
+    }
+    sqlx::query("DELETE FROM read_models.aggregate_snapshots")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut from_events = Vec::new();
+    for version in [49, 50, 75, 100, 113] {
+        from_events.push(
+            app.state_at::<Referral>(agency, &id, HistoryPoint::Version(version))
+                .await
+                .unwrap(),
+        );
+    }
+
+    assert_eq!(snapshots, 2, "states kept at events 50 and 100");
+    for (snapshot, replay) in with_snapshots.iter().zip(&from_events) {
+        let (snapshot, snapshot_version) = snapshot.as_ref().expect("a past state");
+        let (replay, replay_version) = replay.as_ref().expect("a past state");
+        assert_eq!(snapshot_version, replay_version);
+        assert_eq!(
+            serde_json::to_value(snapshot).unwrap(),
+            serde_json::to_value(replay).unwrap()
+        );
+    }
+    assert_eq!(with_snapshots[4].as_ref().unwrap().1, 113);
+    let missing = app
+        .state_at::<Referral>(agency, &id, HistoryPoint::Version(500))
+        .await
+        .unwrap();
+    assert!(
+        missing.is_none(),
+        "a version past the last event does not exist"
+    );
+}

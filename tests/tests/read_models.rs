@@ -858,7 +858,10 @@ async fn rebuild_reproduces_live_rows(pool: PgPool) {
     let rebuilt = projection_rows(&pool).await;
 
     for ((relation, live_rows), (_, rebuilt_rows)) in live.iter().zip(&rebuilt) {
-        assert!(!live_rows.is_empty(), "{relation} has rows to compare");
+        // Past states are kept every 50 events of one aggregate, more than this scenario has.
+        if relation != "read_models.aggregate_snapshots" {
+            assert!(!live_rows.is_empty(), "{relation} has rows to compare");
+        }
         assert_eq!(live_rows, rebuilt_rows, "{relation}");
     }
 }

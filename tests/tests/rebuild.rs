@@ -18,11 +18,12 @@ use referrals_store::application::Application;
 use referrals_tests::*;
 use sqlx::PgPool;
 
-const HIRED_REFERRALS: usize = 260;
-const WEEKS: i64 = 28;
+const HIRED_REFERRALS: usize = 180;
+const WEEKS: i64 = 48;
 
-/// Takes a referral through contact, interview and hire, 28 weeks of hours and the
-/// approval of both payouts: 39 events.
+/// Takes a referral through contact, interview and hire, 48 weeks of hours and the
+/// approval of both payouts: 59 events, so each referral also gets a stored past state
+/// at its 50th event.
 async fn full_history(
     app: &Application,
     agency: AgencyId,

@@ -1,5 +1,7 @@
 //! `read_models.aggregate_states`: the current state of each program, ambassador,
-//! referral and payout, folded from its events with the domain's own `apply`.
+//! referral and payout, folded from its events with the domain's own `apply`, and
+//! `read_models.aggregate_snapshots`: the state at every [`SNAPSHOT_INTERVAL`]th event,
+//! from which past states are rebuilt.
 
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
@@ -13,6 +15,9 @@ use sqlx::PgConnection;
 
 use super::{database_error, decode, Decoded};
 use crate::{Projection, ProjectionError, StoredEvent};
+
+/// Events between two stored past states of one aggregate.
+pub const SNAPSHOT_INTERVAL: i64 = 50;
 
 /// Projects every known event into the state of its aggregate.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,7 +34,7 @@ impl Projection for AggregateStatesProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["aggregate_states"]
+        &["aggregate_states", "aggregate_snapshots"]
     }
 
     async fn apply(
@@ -101,10 +106,27 @@ where
     .bind(&event.aggregate_id)
     .bind(event.agency_id)
     .bind(event.sequence)
-    .bind(state)
+    .bind(&state)
     .bind(event.recorded_at)
     .execute(&mut *connection)
     .await
     .map_err(database_error(event))?;
+
+    if event.sequence % SNAPSHOT_INTERVAL == 0 {
+        sqlx::query(
+            "INSERT INTO aggregate_snapshots
+                 (aggregate_type, aggregate_id, agency_id, version, recorded_at, state)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.agency_id)
+        .bind(event.sequence)
+        .bind(event.recorded_at)
+        .bind(&state)
+        .execute(&mut *connection)
+        .await
+        .map_err(database_error(event))?;
+    }
     Ok(())
 }
