@@ -101,10 +101,13 @@ impl Setup {
             .await
     }
 
+    /// Access-log rows of a subject, leaving out the response to the submission in
+    /// `setup`, which every test has.
     async fn access_log_rows(&self, subject_id: &str) -> Vec<(Uuid, String, String, String)> {
         sqlx::query_as(
             "SELECT user_id, role, subject_type, endpoint FROM access_log
-              WHERE subject_id = $1 ORDER BY accessed_at",
+              WHERE subject_id = $1 AND endpoint <> 'POST /v1/referrals'
+              ORDER BY accessed_at",
         )
         .bind(Uuid::parse_str(subject_id).unwrap())
         .fetch_all(&self.api.pool)
@@ -363,7 +366,12 @@ async fn referral_read_logged_analyst_forbidden(pool: PgPool) {
         .await;
 
     assert_eq!(log.status, StatusCode::OK, "{}", log.body);
-    let items = log.body["items"].as_array().unwrap();
+    let items: Vec<&Value> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["endpoint"] != "POST /v1/referrals")
+        .collect();
     assert_eq!(items.len(), 1, "{}", log.body);
     assert_eq!(items[0]["user_id"], setup.recruiter_id.to_string());
     assert_eq!(items[0]["role"], "recruiter");
@@ -542,5 +550,37 @@ async fn lists_with_names_are_logged(pool: PgPool) {
     assert!(
         entries.contains(&("ambassador".to_owned(), "GET /v1/ambassadors".to_owned())),
         "{entries:?}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn command_responses_are_logged(pool: PgPool) {
+    let setup = setup(&pool).await;
+
+    let contacted = setup
+        .api
+        .call(
+            Method::POST,
+            &format!("/v1/referrals/{}/contacted", setup.referral_id),
+            Some(&setup.recruiter),
+            None,
+        )
+        .await;
+
+    assert_eq!(contacted.status, StatusCode::OK, "{}", contacted.body);
+    let endpoints: Vec<String> = sqlx::query_scalar(
+        "SELECT endpoint FROM access_log WHERE subject_id = $1::uuid ORDER BY accessed_at",
+    )
+    .bind(&setup.referral_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        endpoints.contains(&"POST /v1/referrals".to_owned()),
+        "{endpoints:?}"
+    );
+    assert!(
+        endpoints.contains(&"POST /v1/referrals/{id}/contacted".to_owned()),
+        "{endpoints:?}"
     );
 }

@@ -6,6 +6,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use referrals_store::event_store::{Actor, CommandMetadata};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -67,21 +68,48 @@ pub async fn record_accesses(
     subject_ids: &[Uuid],
     endpoint: &str,
 ) -> Result<(), ApiError> {
+    record_accesses_as(
+        state,
+        &permitted.metadata(),
+        subject_type,
+        subject_ids,
+        endpoint,
+    )
+    .await
+}
+
+/// Records accesses for the caller named in a command's metadata, for command responses
+/// that show the changed subject's personal data.
+///
+/// # Errors
+/// As [`record_access`]; 500 when the metadata names no user.
+pub async fn record_accesses_as(
+    state: &AppState,
+    metadata: &CommandMetadata,
+    subject_type: SubjectType,
+    subject_ids: &[Uuid],
+    endpoint: &str,
+) -> Result<(), ApiError> {
     if subject_ids.is_empty() {
         return Ok(());
     }
+    let Actor::User { id, role } = &metadata.actor else {
+        return Err(ApiError::internal(
+            &"an access by a job cannot be logged as a user's",
+        ));
+    };
     sqlx::query(
         "INSERT INTO access_log
              (id, agency_id, user_id, role, subject_type, subject_id, endpoint, request_id)
          SELECT gen_random_uuid(), $1, $2, $3, $4, subject_id, $5, $6
            FROM unnest($7::uuid[]) AS subject_id",
     )
-    .bind(permitted.agency_id.0)
-    .bind(permitted.caller.caller.user_id.0)
-    .bind(permitted.role.as_str())
+    .bind(metadata.agency_id.0)
+    .bind(id.0)
+    .bind(role)
     .bind(subject_type.as_str())
     .bind(endpoint)
-    .bind(permitted.caller.ids.request_id)
+    .bind(metadata.request_id)
     .bind(subject_ids)
     .execute(&state.pool)
     .await

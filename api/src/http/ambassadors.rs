@@ -153,6 +153,15 @@ pub async fn enroll_ambassador(
     )
     .await?;
     tracing::info!(ambassador_id = %view.id, "ambassador enrolled");
+    let enrolled = [view.id];
+    record_accesses(
+        &state,
+        &permitted,
+        SubjectType::Ambassador,
+        &enrolled,
+        "POST /v1/ambassadors",
+    )
+    .await?;
 
     created(
         &format!("/v1/ambassadors/{}", view.id),
@@ -303,6 +312,16 @@ pub async fn update_ambassador(
         executed.version,
     )
     .await?;
+    let changed = [ambassador_id.0];
+    let endpoint = "PATCH /v1/ambassadors/{id}";
+    record_accesses(
+        &state,
+        &permitted,
+        SubjectType::Ambassador,
+        &changed,
+        endpoint,
+    )
+    .await?;
     respond(executed.version, view)
 }
 
@@ -354,6 +373,16 @@ pub async fn deactivate_ambassador(
         permitted.agency_id,
         &executed.aggregate,
         executed.version,
+    )
+    .await?;
+    let deactivated = [ambassador_id.0];
+    let endpoint = "POST /v1/ambassadors/{id}/deactivate";
+    record_accesses(
+        &state,
+        &permitted,
+        SubjectType::Ambassador,
+        &deactivated,
+        endpoint,
     )
     .await?;
     respond(executed.version, view)

@@ -39,7 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::access_log::{record_access, record_accesses, SubjectType};
+use super::access_log::{record_access, record_accesses, record_accesses_as, SubjectType};
 use super::ambassadors::{open_contact, ERASED_NAME};
 use super::auth::Authenticated;
 use super::authorization::Action;
@@ -424,6 +424,15 @@ pub async fn submit_referral(
     )
     .await?;
     tracing::info!(referral_id = %view.id, status = ?view.status, "referral submitted");
+    let candidate = [view.id];
+    record_accesses(
+        &state,
+        &permitted,
+        SubjectType::Candidate,
+        &candidate,
+        "POST /v1/referrals",
+    )
+    .await?;
 
     created(
         &format!("/v1/referrals/{}", view.id),
@@ -874,11 +883,21 @@ async fn execute_command(
     command: ReferralCommand,
     expected_version: Option<usize>,
 ) -> Result<Response, ApiError> {
+    let endpoint = command_endpoint(&command);
     let executed = state
         .app
         .execute_referral(metadata, referral_id, command, expected_version)
         .await?;
     tracing::info!(%referral_id, version = executed.version, "referral command accepted");
+    let candidate = [referral_id.0];
+    record_accesses_as(
+        state,
+        metadata,
+        SubjectType::Candidate,
+        &candidate,
+        endpoint,
+    )
+    .await?;
 
     let view = referral_view(
         state,
@@ -888,6 +907,26 @@ async fn execute_command(
     )
     .await?;
     respond(executed.version, view)
+}
+
+/// The route of a referral command, for the access log of its response.
+fn command_endpoint(command: &ReferralCommand) -> &'static str {
+    match command {
+        ReferralCommand::SubmitReferral(_) => "POST /v1/referrals",
+        ReferralCommand::AssignRecruiter(_) => "POST /v1/referrals/{id}/assign",
+        ReferralCommand::MarkContacted(_) => "POST /v1/referrals/{id}/contacted",
+        ReferralCommand::MarkInterviewing(_) => "POST /v1/referrals/{id}/interviewing",
+        ReferralCommand::RecordHire(_) => "POST /v1/referrals/{id}/hire",
+        ReferralCommand::RecordHours(_) | ReferralCommand::RecordCumulativeHours(_) => {
+            "POST /v1/referrals/{id}/hours"
+        }
+        ReferralCommand::EndPlacement(_) => "POST /v1/referrals/{id}/placement-end",
+        ReferralCommand::Decline(_) => "POST /v1/referrals/{id}/decline",
+        ReferralCommand::Withdraw(_) => "POST /v1/referrals/{id}/withdraw",
+        ReferralCommand::CheckDaysEmployed(_) | ReferralCommand::ExpireReferral(_) => {
+            "referral job"
+        }
+    }
 }
 
 async fn load_referral(
