@@ -19,9 +19,12 @@
 //! [`verify_chain`] reads events in global order and reports the first event whose stored
 //! columns no longer match its hash, or whose `previous_hash` no longer matches its
 //! predecessor. Changing any byte of a stored event, its hash or its previous hash is
-//! reported at that event. Not covered: the columns the database assigns (`position`,
-//! `transaction_id`, `recorded_at`), removal of an aggregate's last events, and a rewrite
-//! of a whole chain from some event onward by someone who recomputes every later hash.
+//! reported at that event. Each run of one agency also checkpoints every chain's head (its
+//! last verified event and hash in `audit_chain_heads`), and the next run first checks that
+//! those heads are unchanged, so removing verified events from the end of a chain, or
+//! rewriting a verified chain with recomputed hashes, is reported as well. Not covered:
+//! the columns the database assigns (`position`, `transaction_id`, `recorded_at`), and
+//! changes to events that no verification has seen yet.
 
 use futures::TryStreamExt;
 use referrals_domain::ids::AgencyId;
@@ -118,6 +121,9 @@ pub enum BreakReason {
     MissingPredecessor,
     /// The event with `sequence - 1` has a later global position than this event.
     PredecessorOutOfOrder,
+    /// The last event of a chain that an earlier verification found intact is gone or
+    /// has another hash: the chain was cut short or rewritten.
+    HeadMismatch,
 }
 
 impl BreakReason {
@@ -128,6 +134,7 @@ impl BreakReason {
             Self::PreviousHashMismatch => "previous_hash_mismatch",
             Self::MissingPredecessor => "missing_predecessor",
             Self::PredecessorOutOfOrder => "predecessor_out_of_order",
+            Self::HeadMismatch => "head_mismatch",
         }
     }
 
@@ -141,6 +148,9 @@ impl BreakReason {
             Self::MissingPredecessor => "the preceding event of the aggregate is missing",
             Self::PredecessorOutOfOrder => {
                 "the preceding event of the aggregate has a later position"
+            }
+            Self::HeadMismatch => {
+                "a chain's last verified event is missing or changed since it was verified"
             }
         }
     }
@@ -239,6 +249,22 @@ pub async fn verify_chain_with_progress(
     incremental: bool,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<VerifyReport, sqlx::Error> {
+    if let Some(agency) = agency {
+        if let Some(broken) = changed_head(pool, agency).await? {
+            tracing::error!(
+                aggregate_type = %broken.aggregate_type,
+                aggregate_id = %broken.aggregate_id,
+                sequence = broken.sequence,
+                reason = broken.reason.code(),
+                "event hash chain is broken"
+            );
+            return Ok(VerifyReport {
+                ok: false,
+                events_checked: 0,
+                first_broken: Some(broken),
+            });
+        }
+    }
     let (after_position, checked_before) = match agency {
         Some(agency) if incremental => usable_checkpoint(pool, agency).await?,
         _ => (0, 0),
@@ -300,6 +326,7 @@ pub async fn verify_chain_with_progress(
 
     if let Some(agency) = agency {
         save_checkpoint(pool, agency, last_position, checked_before + events_checked).await?;
+        save_heads(pool, agency, after_position, last_position).await?;
     }
     Ok(VerifyReport {
         ok: true,
@@ -360,6 +387,62 @@ async fn usable_checkpoint(pool: &PgPool, agency: AgencyId) -> Result<(i64, u64)
         return Ok((0, 0));
     }
     Ok((position, u64::try_from(events_checked).unwrap_or(0)))
+}
+
+/// Returns the first recorded chain head of `agency` that no longer matches its event:
+/// the event is gone (the chain was cut short) or its hash differs (it was rewritten).
+async fn changed_head(pool: &PgPool, agency: AgencyId) -> Result<Option<BrokenLink>, sqlx::Error> {
+    let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT head.aggregate_type, head.aggregate_id, head.sequence, event.position
+           FROM audit_chain_heads AS head
+           LEFT JOIN events AS event
+                  ON event.aggregate_type = head.aggregate_type
+                 AND event.aggregate_id = head.aggregate_id
+                 AND event.sequence = head.sequence
+          WHERE head.agency_id = $1
+            AND (event.hash IS NULL OR event.hash <> head.hash)
+          ORDER BY event.position NULLS FIRST
+          LIMIT 1",
+    )
+    .bind(agency.0)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(aggregate_type, aggregate_id, sequence, position)| BrokenLink {
+            position: position.unwrap_or(0),
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            reason: BreakReason::HeadMismatch,
+        },
+    ))
+}
+
+/// Records, for each of the agency's chains with events verified by this run (positions
+/// after `after` up to `last`), its last such event as the chain's verified head.
+async fn save_heads(
+    pool: &PgPool,
+    agency: AgencyId,
+    after: i64,
+    last: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_chain_heads (aggregate_type, aggregate_id, agency_id, sequence, hash)
+         SELECT DISTINCT ON (aggregate_type, aggregate_id)
+                aggregate_type, aggregate_id, agency_id, sequence, hash
+           FROM events
+          WHERE agency_id = $1 AND position > $2 AND position <= $3
+          ORDER BY aggregate_type, aggregate_id, sequence DESC
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+            SET sequence = EXCLUDED.sequence, hash = EXCLUDED.hash
+          WHERE audit_chain_heads.sequence <= EXCLUDED.sequence",
+    )
+    .bind(agency.0)
+    .bind(after)
+    .bind(last)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 async fn save_checkpoint(

@@ -347,7 +347,8 @@ async fn incremental_run_rechecks_predecessor_below_checkpoint(pool: PgPool) {
     };
     assert!(verify_chain(&pool, Some(agency), true).await.unwrap().ok);
     // The referral's last event is below the checkpoint and its hash is changed after the
-    // run, so the incremental run finds it only through the next event's link.
+    // run. It was the chain's verified head, so the incremental run reports it from the
+    // recorded head before it reaches the next event's link.
     let submitted: i64 = sqlx::query_scalar(
         "SELECT max(position) FROM events WHERE aggregate_type = 'referral' AND aggregate_id = $1",
     )
@@ -368,7 +369,7 @@ async fn incremental_run_rechecks_predecessor_below_checkpoint(pool: PgPool) {
     let broken = report.first_broken.expect("a broken link");
     assert_eq!(broken.aggregate_id, referral_id.to_string());
     assert_eq!(broken.position, submitted);
-    assert_eq!(broken.reason, BreakReason::HashMismatch);
+    assert_eq!(broken.reason, BreakReason::HeadMismatch);
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
@@ -422,4 +423,82 @@ async fn insert_without_predecessor_is_rejected(pool: PgPool) {
 
     let code = error.as_database_error().and_then(|error| error.code());
     assert_eq!(code.as_deref(), Some("23503"), "{error}");
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn removed_verified_tail_is_reported(pool: PgPool) {
+    let app = application(&pool);
+    let agency = AgencyId::new();
+    let referral_id = hired_referral(&app, agency).await;
+    let before = verify_chain(&pool, Some(agency), true).await.unwrap();
+    let (last_position, last_sequence): (i64, i64) = sqlx::query_as(
+        "SELECT position, sequence FROM events
+          WHERE aggregate_type = 'referral' AND aggregate_id = $1
+          ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(referral_id.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    // The last event of a chain leaves no successor whose link could break.
+    tamper(
+        &pool,
+        "DELETE FROM events WHERE position = $1",
+        last_position,
+    )
+    .await;
+    let incremental = verify_chain(&pool, Some(agency), true).await.unwrap();
+    let full = verify_chain(&pool, Some(agency), false).await.unwrap();
+
+    assert!(before.ok, "{before:?}");
+    for report in [incremental, full] {
+        let broken = report.first_broken.expect("the cut chain is reported");
+        assert_eq!(broken.reason, BreakReason::HeadMismatch);
+        assert_eq!(broken.aggregate_id, referral_id.to_string());
+        assert_eq!(broken.sequence, last_sequence);
+        assert!(!report.ok);
+    }
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn verified_heads_follow_new_events(pool: PgPool) {
+    let app = application(&pool);
+    let agency = AgencyId::new();
+    let referral_id = hired_referral(&app, agency).await;
+    let first = verify_chain(&pool, Some(agency), true).await.unwrap();
+
+    let contacted = ReferralCommand::MarkContacted(referrals_domain::referral::MarkContacted {
+        at: Utc::now(),
+    });
+    let _ = app
+        .execute_referral(&recruiter(agency), referral_id, contacted, None)
+        .await;
+    let hours = ReferralCommand::RecordHours(referrals_domain::referral::RecordHours {
+        week_ending: NaiveDate::from_ymd_opt(2026, 11, 8).unwrap(),
+        hours: referrals_domain::values::Hours::parse("40").unwrap(),
+        at: Utc::now(),
+    });
+    app.execute_referral(&recruiter(agency), referral_id, hours, None)
+        .await
+        .unwrap();
+    let second = verify_chain(&pool, Some(agency), true).await.unwrap();
+    let head: i64 = sqlx::query_scalar(
+        "SELECT sequence FROM audit_chain_heads WHERE aggregate_type = 'referral' AND aggregate_id = $1",
+    )
+    .bind(referral_id.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let last: i64 = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'referral' AND aggregate_id = $1",
+    )
+    .bind(referral_id.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    assert!(first.ok, "{first:?}");
+    assert!(second.ok, "{second:?}");
+    assert_eq!(head, last, "the head moves with the chain");
 }
