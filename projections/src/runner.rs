@@ -10,8 +10,8 @@
 //! inserting transaction is older than every transaction still running
 //! (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`): those can no longer change,
 //! and no new event can appear below them. It orders by `(transaction_id, position)` and
-//! keeps that pair as its checkpoint. A long transaction anywhere in the database holds the
-//! horizon back: events wait, none are lost.
+//! keeps that pair as its checkpoint. A long transaction anywhere in the cluster delays the
+//! horizon, so events wait, but none are lost.
 //!
 //! # One writer per projection
 //! Each batch transaction first takes a transaction-scoped advisory lock named after the
@@ -37,7 +37,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a runner waits after a transient failure before it retries.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// Why the runner stopped or failed.
+/// Errors of the runner: a stop at an unreadable event, or a failure that may pass.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     /// The projection met an event it cannot apply and stopped before it.
@@ -478,7 +478,7 @@ impl ProjectionRunner {
     }
 }
 
-/// What a rebuild did.
+/// The outcome of a rebuild.
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildReport {
     /// Events applied to the copies.

@@ -43,7 +43,7 @@ pub const PAYOUT_REQUESTER_JOB: &str = "payout_requester";
 /// How many times a command that lost a version race is retried by a job.
 const JOB_RETRIES: usize = 5;
 
-/// Why a use case failed.
+/// Errors of the use cases.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// A rule rejected the command, or a value was invalid.

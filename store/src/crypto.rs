@@ -28,7 +28,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 /// Length of every key: AES-256 and the HMAC keys alike.
 pub const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
-/// Prefix of a sealed field: the format version, so that a later format can be told apart.
+/// Prefix of a sealed field: the format version, so that a later format can be recognized.
 const SEALED_PREFIX: &str = "v1.";
 
 /// Errors of sealing, opening, wrapping and unwrapping.
@@ -178,7 +178,7 @@ impl MasterKey {
     }
 }
 
-/// Which personal field a ciphertext holds; part of its associated data.
+/// The personal field a ciphertext contains, which is part of its associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     /// A person's name.
@@ -268,7 +268,7 @@ pub fn open_field(
     String::from_utf8(plaintext).map_err(|_| CryptoError::Malformed("plaintext is not UTF-8"))
 }
 
-/// Which kind of contact value a keyed hash covers. The kind is hashed too, so an e-mail
+/// The kind of contact value a keyed hash covers. The kind is hashed too, so an e-mail
 /// address and a phone number can never produce the same hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContactKind {

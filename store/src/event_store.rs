@@ -142,7 +142,7 @@ impl PersistedEventRepository for EventRepository {
     }
 }
 
-/// Who issued a command: a signed-in user acting in one of their roles, or a job.
+/// The issuer of a command: a signed-in user acting in one of their roles, or a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// A user of the agency (or a platform operator) acting in `role`.

@@ -47,7 +47,7 @@ impl PgCandidateRegistry {
         }
     }
 
-    /// Returns true when the referral that holds a claim still owns the candidate at `at`.
+    /// Returns true when the referral named by a claim still owns the candidate at `at`.
     async fn still_owns(
         &self,
         owner: Uuid,
@@ -68,7 +68,7 @@ impl PgCandidateRegistry {
     }
 
     /// One attempt: check the current claims without locks, then take the free ones under
-    /// row locks if nobody changed them meanwhile. `None` means "changed, try again".
+    /// row locks if no other submission changed them meanwhile. `None` means "changed, try again".
     async fn try_claim(
         &self,
         claim: &CandidateClaim,

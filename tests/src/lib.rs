@@ -172,3 +172,27 @@ pub async fn catch_up_until_error(
         projection.name()
     );
 }
+
+/// Creates a program paying at hire and after 160 hours, enrolls an ambassador and submits
+/// a referral of one candidate; returns the referral's id.
+///
+/// # Panics
+/// Panics when a step fails.
+pub async fn submitted_referral(
+    app: &Application,
+    metadata: &CommandMetadata,
+) -> referrals_domain::ids::ReferralId {
+    let program = create_program(app, metadata, hire_and_hours_terms()).await;
+    let ambassador =
+        enroll_ambassador(app, metadata, contact("Ada", Some("ada@example.com"), None)).await;
+    let referral = submit(
+        app,
+        metadata,
+        program,
+        ambassador,
+        contact("Grace", Some("grace@example.org"), None),
+    )
+    .await
+    .expect("submitting the referral");
+    referral.aggregate.referral_id().expect("referral id")
+}

@@ -13,23 +13,7 @@ use sqlx::PgPool;
 /// returns the referral.
 async fn hired_referral(app: &Application, agency: AgencyId) -> ReferralId {
     let metadata = recruiter(agency);
-    let program = create_program(app, &metadata, hire_and_hours_terms()).await;
-    let ambassador = enroll_ambassador(
-        app,
-        &metadata,
-        contact("Ada", Some("ada@example.com"), None),
-    )
-    .await;
-    let referral = submit(
-        app,
-        &metadata,
-        program,
-        ambassador,
-        contact("Grace", Some("grace@example.org"), None),
-    )
-    .await
-    .unwrap();
-    let referral_id = referral.aggregate.referral_id().unwrap();
+    let referral_id = submitted_referral(app, &metadata).await;
     hire(app, agency, referral_id).await;
     referral_id
 }
@@ -325,26 +309,7 @@ async fn incremental_run_checks_only_new_events(pool: PgPool) {
 async fn incremental_run_rechecks_predecessor_below_checkpoint(pool: PgPool) {
     let app = application(&pool);
     let agency = AgencyId::new();
-    let referral_id = {
-        let metadata = recruiter(agency);
-        let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
-        let ambassador = enroll_ambassador(
-            &app,
-            &metadata,
-            contact("Ada", Some("ada@example.com"), None),
-        )
-        .await;
-        let referral = submit(
-            &app,
-            &metadata,
-            program,
-            ambassador,
-            contact("Grace", Some("grace@example.org"), None),
-        )
-        .await
-        .unwrap();
-        referral.aggregate.referral_id().unwrap()
-    };
+    let referral_id = submitted_referral(&app, &recruiter(agency)).await;
     assert!(verify_chain(&pool, Some(agency), true).await.unwrap().ok);
     // The referral's last event is below the checkpoint and its hash is changed after the
     // run. It was the chain's verified head, so the incremental run reports it from the

@@ -17,35 +17,20 @@ async fn same_version_twice_gives_one_conflict(pool: PgPool) {
     let app = std::sync::Arc::new(application(&pool));
     let agency = AgencyId::new();
     let metadata = recruiter(agency);
-    let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
-    let ambassador = enroll_ambassador(
-        &app,
-        &metadata,
-        contact("Ada", Some("ada@example.com"), None),
-    )
-    .await;
-    let referral = submit(
-        &app,
-        &metadata,
-        program,
-        ambassador,
-        contact("Grace", Some("grace@example.org"), None),
-    )
-    .await
-    .unwrap();
-    let referral_id = referral.aggregate.referral_id().unwrap();
+    let referral_id = submitted_referral(&app, &metadata).await;
+    let (_, version) = app
+        .referrals
+        .load(agency, &referral_id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
 
     let attempts = (0..2).map(|_| {
         let (app, metadata) = (app.clone(), metadata.clone());
         tokio::spawn(async move {
             let command = ReferralCommand::MarkContacted(MarkContacted { at: Utc::now() });
             app.referrals
-                .execute(
-                    &referral_id.to_string(),
-                    command,
-                    &metadata,
-                    Some(referral.version),
-                )
+                .execute(&referral_id.to_string(), command, &metadata, Some(version))
                 .await
         })
     });
@@ -141,23 +126,7 @@ async fn snapshot_state_equals_replayed_state(pool: PgPool) {
     let app = application(&pool);
     let agency = AgencyId::new();
     let metadata = recruiter(agency);
-    let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
-    let ambassador = enroll_ambassador(
-        &app,
-        &metadata,
-        contact("Ada", Some("ada@example.com"), None),
-    )
-    .await;
-    let referral = submit(
-        &app,
-        &metadata,
-        program,
-        ambassador,
-        contact("Grace", Some("grace@example.org"), None),
-    )
-    .await
-    .unwrap();
-    let referral_id = referral.aggregate.referral_id().unwrap();
+    let referral_id = submitted_referral(&app, &metadata).await;
     let start = NaiveDate::from_ymd_opt(2025, 1, 6).unwrap();
     let hire = ReferralCommand::RecordHire(RecordHire {
         start_date: start,
@@ -382,23 +351,7 @@ async fn past_state_from_snapshot_equals_full_replay(pool: PgPool) {
     let app = application(&pool);
     let agency = AgencyId::new();
     let metadata = recruiter(agency);
-    let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
-    let ambassador = enroll_ambassador(
-        &app,
-        &metadata,
-        contact("Ada", Some("ada@example.com"), None),
-    )
-    .await;
-    let referral = submit(
-        &app,
-        &metadata,
-        program,
-        ambassador,
-        contact("Grace", Some("grace@example.org"), None),
-    )
-    .await
-    .unwrap();
-    let referral_id = referral.aggregate.referral_id().unwrap();
+    let referral_id = submitted_referral(&app, &metadata).await;
     let start = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
     let hire = ReferralCommand::RecordHire(RecordHire {
         start_date: start,

@@ -14,23 +14,7 @@ async fn hired_referral(
     agency: AgencyId,
 ) -> ReferralId {
     let metadata = recruiter(agency);
-    let program = create_program(app, &metadata, hire_and_hours_terms()).await;
-    let ambassador = enroll_ambassador(
-        app,
-        &metadata,
-        contact("Ada", Some("ada@example.com"), None),
-    )
-    .await;
-    let referral = submit(
-        app,
-        &metadata,
-        program,
-        ambassador,
-        contact("Grace", Some("grace@example.org"), None),
-    )
-    .await
-    .unwrap();
-    let referral_id = referral.aggregate.referral_id().unwrap();
+    let referral_id = submitted_referral(app, &metadata).await;
     let hire = ReferralCommand::RecordHire(RecordHire {
         start_date: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
         job_title: "Forklift operator".to_owned(),
@@ -246,23 +230,7 @@ async fn requester_reactor_requests_missed_payouts(pool: PgPool) {
     let app = std::sync::Arc::new(application(&pool));
     let agency = AgencyId::new();
     let metadata = recruiter(agency);
-    let program = create_program(&app, &metadata, hire_and_hours_terms()).await;
-    let ambassador = enroll_ambassador(
-        &app,
-        &metadata,
-        contact("Ada", Some("ada@example.com"), None),
-    )
-    .await;
-    let referral = submit(
-        &app,
-        &metadata,
-        program,
-        ambassador,
-        contact("Grace", Some("grace@example.org"), None),
-    )
-    .await
-    .unwrap();
-    let referral_id = referral.aggregate.referral_id().unwrap();
+    let referral_id = submitted_referral(&app, &metadata).await;
     // Executing on the store directly skips the request that follows a referral command,
     // as a process that stopped right after the commit would.
     let hire = ReferralCommand::RecordHire(RecordHire {

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use referrals_domain::values::FreeText;
+use referrals_domain::DomainError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -189,4 +191,13 @@ pub fn path_id(path: Result<Path<Uuid>, PathRejection>, parameter: &str) -> Resu
         .with_field(parameter)
     })?;
     Ok(id)
+}
+
+/// Parses a free-text field (a reason or note), naming `field` when it is invalid or contains
+/// something that must not be stored, such as a card number.
+///
+/// # Errors
+/// 422 naming `field`.
+pub fn parse_free_text(field: &str, text: &str) -> Result<FreeText, ApiError> {
+    FreeText::parse(text).map_err(|error| DomainError::from(error.for_field(field)).into())
 }

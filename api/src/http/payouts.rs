@@ -15,8 +15,7 @@ use referrals_domain::payout::{
     ApprovePayout, HoldPayout, Payout, PayoutCommand, PayoutEvent, PayoutStatus, RejectPayout,
     ReleasePayout, Requester, ReversePayout, VoidPayout, VoidReason,
 };
-use referrals_domain::values::{FreeText, Money};
-use referrals_domain::DomainError;
+use referrals_domain::values::Money;
 use referrals_store::application::AppError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -26,7 +25,9 @@ use uuid::Uuid;
 
 use super::auth::Authenticated;
 use super::authorization::{Action, Permitted};
-use super::conventions::{cursor, etag, path_id, query_error, IfMatch, Page, PageQuery};
+use super::conventions::{
+    cursor, etag, parse_free_text, path_id, query_error, IfMatch, Page, PageQuery,
+};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
 use super::AppState;
@@ -371,7 +372,7 @@ pub async fn reject_payout(
     let payout_id = payout_id(id)?;
     let command = PayoutCommand::RejectPayout(RejectPayout {
         by: permitted.caller.caller.user_id,
-        reason: free_text("reason", &request.reason)?,
+        reason: parse_free_text("reason", &request.reason)?,
         at: Utc::now(),
     });
 
@@ -403,7 +404,7 @@ pub async fn hold_payout(
     let payout_id = payout_id(id)?;
     let command = PayoutCommand::HoldPayout(HoldPayout {
         by: permitted.caller.caller.user_id,
-        reason: free_text("reason", &request.reason)?,
+        reason: parse_free_text("reason", &request.reason)?,
         at: Utc::now(),
     });
 
@@ -464,7 +465,7 @@ pub async fn void_payout(
     let note = request
         .note
         .as_deref()
-        .map(|note| free_text("note", note))
+        .map(|note| parse_free_text("note", note))
         .transpose()?;
     let command = PayoutCommand::VoidPayout(VoidPayout {
         by: Requester::User {
@@ -503,7 +504,7 @@ pub async fn reverse_payout(
     let payout_id = payout_id(id)?;
     let command = PayoutCommand::ReversePayout(ReversePayout {
         by: permitted.caller.caller.user_id,
-        reason: free_text("reason", &request.reason)?,
+        reason: parse_free_text("reason", &request.reason)?,
         at: Utc::now(),
     });
 
@@ -835,8 +836,4 @@ async fn ledger_rows(
 
 fn payout_id(path: Result<Path<Uuid>, PathRejection>) -> Result<PayoutId, ApiError> {
     path_id(path, "id").map(PayoutId)
-}
-
-fn free_text(field: &str, text: &str) -> Result<FreeText, ApiError> {
-    FreeText::parse(text).map_err(|error| DomainError::from(error.for_field(field)).into())
 }

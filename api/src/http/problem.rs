@@ -95,7 +95,7 @@ impl ApiError {
         )
     }
 
-    /// 404: unknown, or belonging to another agency (the two are never told apart).
+    /// 404: unknown, or belonging to another agency (the response is the same for both).
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -43,7 +43,9 @@ use super::access_log::{record_access, record_accesses, record_accesses_as, Subj
 use super::ambassadors::{open_contact, ERASED_NAME};
 use super::auth::Authenticated;
 use super::authorization::Action;
-use super::conventions::{created, database_error, parse_id, query_error, respond};
+use super::conventions::{
+    created, database_error, parse_free_text, parse_id, query_error, respond,
+};
 use super::conventions::{cursor, IfMatch, Page, PageQuery};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
@@ -763,7 +765,7 @@ pub async fn end_placement(
     let metadata = permitted.metadata();
     let command = EndPlacement {
         end_date: request.end_date,
-        reason: parse_reason(&request.reason)?,
+        reason: parse_free_text("reason", &request.reason)?,
         at: metadata.recorded_at,
     };
 
@@ -805,7 +807,7 @@ pub async fn decline_referral(
     let referral_id = ReferralId(parse_id("id", &id)?);
     let metadata = permitted.metadata();
     let command = Decline {
-        reason: parse_reason(&request.reason)?,
+        reason: parse_free_text("reason", &request.reason)?,
         at: metadata.recorded_at,
     };
 
@@ -847,7 +849,7 @@ pub async fn withdraw_referral(
     let referral_id = ReferralId(parse_id("id", &id)?);
     let metadata = permitted.metadata();
     let command = Withdraw {
-        reason: parse_reason(&request.reason)?,
+        reason: parse_free_text("reason", &request.reason)?,
         at: metadata.recorded_at,
     };
 
@@ -985,10 +987,6 @@ async fn require_recruiter(
         "recruiter_id is not an active user with the recruiter role in your agency; choose one from GET /v1/users",
     )
     .with_field("recruiter_id"))
-}
-
-fn parse_reason(raw: &str) -> Result<FreeText, ApiError> {
-    Ok(FreeText::parse(raw).map_err(|error| DomainError::from(error.for_field("reason")))?)
 }
 
 impl SubmitReferralRequest {
