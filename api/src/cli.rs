@@ -7,7 +7,9 @@ use referrals_store::database::{self, DEFAULT_DATABASE_URL};
 use tracing_subscriber::EnvFilter;
 
 use crate::config;
+use crate::http::edge::parse_cors_origins;
 use crate::server::ServeOptions;
+use crate::tls::TlsFiles;
 
 /// Staffing Referrals: referral programs for staffing agencies, event-sourced on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -34,14 +36,7 @@ enum Command {
         bind: std::net::SocketAddr,
     },
     /// Run the HTTP API and, unless --no-workers is given, the projection workers.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
-        bind: std::net::SocketAddr,
-        /// Run only the API; leave the projection workers to other processes.
-        #[arg(long)]
-        no_workers: bool,
-    },
+    Serve(ServeArgs),
     /// Inspect and rebuild the read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -59,14 +54,44 @@ enum Command {
     Keys(crate::keys_cli::KeysCommand),
 }
 
+/// Options of `referrals serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    /// Run only the API; leave the projection workers to other processes.
+    #[arg(long)]
+    no_workers: bool,
+    /// PEM file with the certificate chain, leaf first. With --tls-key-file the server
+    /// speaks HTTPS only (TLS 1.2 and 1.3) and sends Strict-Transport-Security.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM file with the private key of the certificate in --tls-cert-file.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<std::path::PathBuf>,
+    /// Comma-separated origins that browsers may call the API from, as
+    /// scheme://host[:port], e.g. https://app.example.com. CORS is closed when empty.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    cors_allowed_origins: Vec<String>,
+    /// PostgreSQL URL of a streaming replica of DATABASE_URL. List and report
+    /// endpoints read read models from it; commands stay on DATABASE_URL.
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+    database_read_url: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
     /// Print each projection's position, events applied, events behind and seconds
-    /// behind, and where a stopped projection stopped.
+    /// behind, and where a stopped projection stopped. With DATABASE_READ_URL, also the
+    /// replica's replay lag and the same figures as read from the replica.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// PostgreSQL URL of a streaming replica of DATABASE_URL to report on.
+        #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+        database_read_url: Option<String>,
     },
     /// Rebuild read models from the event store. The live tables stay readable: the
     /// rebuild fills copies and swaps their rows in at the end.
@@ -84,19 +109,13 @@ pub async fn run() -> ExitCode {
     let outcome = match cli.command {
         Command::Migrate => migrate(&cli.database_url).await,
         Command::Demo { bind } => demo(&cli.database_url, bind).await,
-        Command::Serve { bind, no_workers } => match config::master_key_from_env() {
-            Ok(master_key) => {
-                let options = ServeOptions {
-                    bind,
-                    workers: !no_workers,
-                    announce: None,
-                };
-                crate::server::serve(&cli.database_url, master_key, options).await
-            }
-            Err(error) => Err(error.into()),
-        },
-        Command::Projections(ProjectionsCommand::Status { json }) => {
-            crate::projections_cli::status(&cli.database_url, json).await
+        Command::Serve(args) => serve(&cli.database_url, args).await,
+        Command::Projections(ProjectionsCommand::Status {
+            json,
+            database_read_url,
+        }) => {
+            crate::projections_cli::status(&cli.database_url, database_read_url.as_deref(), json)
+                .await
         }
         Command::Projections(ProjectionsCommand::Rebuild { name }) => {
             crate::projections_cli::rebuild(&cli.database_url, name.as_deref()).await
@@ -156,6 +175,19 @@ async fn migrate(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    let master_key = config::master_key_from_env()?;
+    let options = ServeOptions {
+        bind: args.bind,
+        workers: !args.no_workers,
+        announce: None,
+        tls: TlsFiles::from_options(args.tls_cert_file, args.tls_key_file)?,
+        cors_origins: parse_cors_origins(&args.cors_allowed_origins)?,
+        database_read_url: args.database_read_url,
+    };
+    crate::server::serve(database_url, master_key, options).await
+}
+
 async fn demo(database_url: &str, bind: std::net::SocketAddr) -> anyhow::Result<()> {
     let master_key = config::master_key_for_demo()?;
     migrate(database_url).await?;
@@ -181,6 +213,9 @@ async fn demo(database_url: &str, bind: std::net::SocketAddr) -> anyhow::Result<
         bind,
         workers: true,
         announce: Some(announce),
+        tls: None,
+        cors_origins: Vec::new(),
+        database_read_url: None,
     };
     crate::server::serve(database_url, master_key, options).await
 }

@@ -9,3 +9,4 @@ pub mod http;
 mod keys_cli;
 mod projections_cli;
 pub mod server;
+pub mod tls;

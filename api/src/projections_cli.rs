@@ -5,18 +5,26 @@ use std::io::{IsTerminal, Write};
 use anyhow::{bail, Context};
 use referrals_projections::models;
 use referrals_projections::runner::ProjectionRunner;
-use referrals_projections::status::projection_status;
+use referrals_projections::status::{projection_status, ProjectionStatus};
 use referrals_store::application::PAYOUT_REQUESTER_JOB;
 use referrals_store::database;
+use referrals_store::replica::replica_lag;
 
 /// How often a rebuild without a terminal logs its progress, in events.
 const LOG_EVERY_EVENTS: u64 = 50_000;
 
-/// Prints the status of every read model and reactor.
+/// Prints the status of every read model and reactor. With a replica, also prints its
+/// replay lag and the status as read from the replica, which is what list endpoints
+/// serve; JSON output is then an object with `primary` and `replica` keys in place of the
+/// bare list.
 ///
 /// # Errors
-/// Returns an error when the database cannot be reached.
-pub async fn status(database_url: &str, json: bool) -> anyhow::Result<()> {
+/// Returns an error when a database cannot be reached.
+pub async fn status(
+    database_url: &str,
+    database_read_url: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let pool = database::connect(&database::parse_url(database_url)?, 2).await?;
     let read_models = models::all();
     let mut names: Vec<&str> = read_models
@@ -28,33 +36,79 @@ pub async fn status(database_url: &str, json: bool) -> anyhow::Result<()> {
         .await
         .context("reading projection status")?;
 
+    let Some(read_url) = database_read_url else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&status_rows(&statuses))?);
+        } else {
+            print_status_table(&statuses);
+        }
+        return Ok(());
+    };
+
+    let read_options = database::parse_url(read_url).context("DATABASE_READ_URL")?;
+    let replica = database::connect(&read_options, 2).await?;
+    let lag = replica_lag(&pool, &replica)
+        .await
+        .context("measuring the replica's replay lag")?;
+    let replica_statuses = projection_status(&replica, &names)
+        .await
+        .context("reading projection status from the replica")?;
+    let described = database::describe(&read_options);
     if json {
-        let rows: Vec<_> = statuses
-            .iter()
-            .map(|status| {
-                serde_json::json!({
-                    "projection": status.name,
-                    "position": status.position,
-                    "events_applied": status.events_applied,
-                    "events_behind": status.events_behind,
-                    "seconds_behind": status.seconds_behind,
-                    "stopped_at": status.failure.as_ref().map(|failure| serde_json::json!({
-                        "position": failure.position,
-                        "event_id": failure.event_id,
-                        "error": failure.message,
-                    })),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let report = serde_json::json!({
+            "primary": status_rows(&statuses),
+            "replica": {
+                "database": described,
+                "is_standby": lag.is_standby,
+                "replay_lag_bytes": lag.bytes,
+                "replay_lag_seconds": lag.seconds,
+                "projections": status_rows(&replica_statuses),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    print_status_table(&statuses);
+    println!();
+    if lag.is_standby {
+        println!(
+            "read replica {described}: {:.0} bytes of WAL behind the primary, {:.1} seconds of replay lag",
+            lag.bytes, lag.seconds
+        );
+    } else {
+        println!("read database {described} is not a standby: it serves its own writes");
+    }
+    println!("as read from the replica:");
+    print_status_table(&replica_statuses);
+    Ok(())
+}
 
+fn status_rows(statuses: &[ProjectionStatus]) -> Vec<serde_json::Value> {
+    statuses
+        .iter()
+        .map(|status| {
+            serde_json::json!({
+                "projection": status.name,
+                "position": status.position,
+                "events_applied": status.events_applied,
+                "events_behind": status.events_behind,
+                "seconds_behind": status.seconds_behind,
+                "stopped_at": status.failure.as_ref().map(|failure| serde_json::json!({
+                    "position": failure.position,
+                    "event_id": failure.event_id,
+                    "error": failure.message,
+                })),
+            })
+        })
+        .collect()
+}
+
+fn print_status_table(statuses: &[ProjectionStatus]) {
     println!(
         "{:<22} {:>12} {:>14} {:>13} {:>14}  state",
         "projection", "position", "events applied", "events behind", "seconds behind"
     );
-    for status in &statuses {
+    for status in statuses {
         let state = match &status.failure {
             None => "running".to_owned(),
             Some(failure) => format!(
@@ -71,7 +125,6 @@ pub async fn status(database_url: &str, json: bool) -> anyhow::Result<()> {
             status.seconds_behind
         );
     }
-    Ok(())
 }
 
 /// Rebuilds one read model, or all of them, showing progress.

@@ -14,6 +14,8 @@ use referrals_store::database;
 use tokio::sync::watch;
 
 use crate::http;
+use crate::http::edge::EdgeOptions;
+use crate::tls::TlsFiles;
 
 /// Connections the server keeps to PostgreSQL.
 const POOL_SIZE: u32 = 20;
@@ -28,13 +30,21 @@ pub struct ServeOptions {
     /// Lines printed to standard output once the address is bound, for a person at a
     /// terminal; `{address}` stands for the bound address.
     pub announce: Option<String>,
+    /// The certificate and key to serve HTTPS with; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Origins allowed to call the API from a browser; CORS is closed when empty.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// A streaming replica for list and report queries; the primary serves them when
+    /// `None`.
+    pub database_read_url: Option<String>,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then lets requests in flight finish and
 /// stops the workers after their current batch.
 ///
 /// # Errors
-/// Returns an error when the database cannot be reached or the address cannot be bound.
+/// Returns an error when a database cannot be reached, the TLS files are unusable or the
+/// address cannot be bound.
 pub async fn serve(
     database_url: &str,
     master_key: MasterKey,
@@ -42,6 +52,20 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let connect_options = database::parse_url(database_url)?;
     let pool = database::connect(&connect_options, POOL_SIZE).await?;
+    let read_options = match &options.database_read_url {
+        Some(url) => Some(database::parse_url(url).context("DATABASE_READ_URL")?),
+        None => None,
+    };
+    let read_pool = match &read_options {
+        Some(read_options) => database::connect(read_options, POOL_SIZE).await?,
+        None => pool.clone(),
+    };
+    // Load the certificate before binding, so a bad file fails before anything starts.
+    let tls_config = options
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
     let app = Arc::new(Application::new(pool.clone(), master_key));
     let (stop, stopping) = watch::channel(false);
 
@@ -71,23 +95,63 @@ pub async fn serve(
     tracing::info!(
         %address,
         database = %database::describe(&connect_options),
+        read_database = %read_options.as_ref().map_or_else(
+            || "primary".to_owned(),
+            database::describe,
+        ),
+        https = tls_config.is_some(),
+        cors_origins = options.cors_origins.len(),
         workers = options.workers,
         "serving"
     );
-    let router = http::application(app, pool);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal(stop))
-    .await
-    .context("the HTTP server failed")?;
+    let edge = EdgeOptions {
+        https: tls_config.is_some(),
+        cors_origins: options.cors_origins.clone(),
+    };
+    let router = http::edge::with_edge_layers(
+        http::application_with_read_pool(app, pool, read_pool),
+        &edge,
+    );
+    match tls_config {
+        None => axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal(stop))
+        .await
+        .context("the HTTP server failed")?,
+        Some(tls_config) => serve_https(listener, tls_config, router, stop).await?,
+    }
 
     if let Some(workers) = workers {
         workers.await.context("the projection workers failed")?;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves HTTPS on `listener` until SIGTERM or Ctrl-C, then waits for the requests in
+/// flight like the plain HTTP server does.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    tls_config: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    stop: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::new();
+    let signal_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal(stop).await;
+        // No deadline, as with the plain HTTP server: idle connections close at once and
+        // busy ones after their response.
+        signal_handle.graceful_shutdown(None);
+    });
+    let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
+    axum_server::from_tcp_rustls(listener.into_std()?, rustls_config)?
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .context("the HTTPS server failed")
 }
 
 /// Resolves on SIGTERM or Ctrl-C and tells the workers to stop.

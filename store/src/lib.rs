@@ -10,6 +10,7 @@ pub mod database;
 pub mod event_store;
 pub mod keys;
 pub mod personal;
+pub mod replica;
 pub mod reservations;
 mod tenancy;
 pub mod upcast;

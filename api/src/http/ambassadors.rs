@@ -203,7 +203,7 @@ pub async fn list_ambassadors(
     .bind(after.as_ref().map(|position| position.enrolled_at))
     .bind(after.as_ref().map(|position| position.id))
     .bind(limit + 1)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(database_error)?;
 

@@ -151,7 +151,7 @@ pub async fn get_funnel(
         .bind(filter.end)
         .bind(after)
         .bind(filter.limit + 1)
-        .fetch_all(&state.pool)
+        .fetch_all(&state.read_pool)
         .await
         .map_err(|error| ApiError::unavailable(&error))?;
 
@@ -196,7 +196,7 @@ pub async fn get_leaderboard(
         .bind(rank)
         .bind(ambassador_id)
         .bind(filter.limit + 1)
-        .fetch_all(&state.pool)
+        .fetch_all(&state.read_pool)
         .await
         .map_err(|error| ApiError::unavailable(&error))?;
 
@@ -242,7 +242,7 @@ pub async fn get_payout_totals(
         .bind(currency)
         .bind(status)
         .bind(filter.limit + 1)
-        .fetch_all(&state.pool)
+        .fetch_all(&state.read_pool)
         .await
         .map_err(|error| ApiError::unavailable(&error))?;
 

@@ -16,6 +16,7 @@ pub mod audit_events;
 pub mod auth;
 pub mod authorization;
 pub mod conventions;
+pub mod edge;
 pub mod idempotency;
 pub mod json;
 pub mod operations;
@@ -63,8 +64,13 @@ pub struct AppState {
     pub app: Arc<Application>,
     /// Users, sessions and tokens.
     pub accounts: Arc<Accounts>,
-    /// The database pool, for read models.
+    /// The primary database: commands, and every read that must see the request's own
+    /// writes or other data written outside the projections.
     pub pool: PgPool,
+    /// The database that list and report endpoints read read models from: a streaming
+    /// replica when `DATABASE_READ_URL` is set, else the same pool as `pool`. Its rows lag
+    /// the primary by the replica's replay lag on top of the projection lag.
+    pub read_pool: PgPool,
     /// Renders the Prometheus metrics.
     pub metrics: PrometheusHandle,
     /// The OpenAPI document, serialized once.
@@ -137,17 +143,32 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// Builds the whole application: routes, state and middleware.
+/// Builds the whole application: routes, state and middleware, with every query on
+/// `pool`.
 ///
 /// # Panics
 /// Panics when the OpenAPI document cannot be serialized, which is a programming error.
 pub fn application(app: Arc<Application>, pool: PgPool) -> Router {
+    application_with_read_pool(app, pool.clone(), pool)
+}
+
+/// Builds the whole application like [`application`], with list and report queries on
+/// `read_pool`, typically a streaming replica of `pool`.
+///
+/// # Panics
+/// Panics when the OpenAPI document cannot be serialized, which is a programming error.
+pub fn application_with_read_pool(
+    app: Arc<Application>,
+    pool: PgPool,
+    read_pool: PgPool,
+) -> Router {
     let (router, openapi) = routes();
     let accounts = Arc::new(Accounts::new(pool.clone(), app.personal().vault().clone()));
     let state = AppState {
         app,
         accounts,
         pool,
+        read_pool,
         metrics: metrics_handle(),
         openapi: Arc::new(openapi.to_json().expect("the OpenAPI document serializes")),
     };

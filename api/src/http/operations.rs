@@ -58,6 +58,7 @@ pub async fn get_readyz(State(state): State<AppState>) -> Result<Json<Health>, A
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn get_metrics(State(state): State<AppState>) -> Response {
     record_projection_lag(&state).await;
+    record_replica_lag(&state).await;
     let body = state.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -85,6 +86,21 @@ async fn record_projection_lag(state: &AppState) {
             }
         }
         Err(error) => tracing::warn!(%error, "reading projection lag for the metrics failed"),
+    }
+}
+
+/// Sets `read_replica_lag_bytes` and `read_replica_lag_seconds` when list endpoints read
+/// from a streaming replica. Read models seen through the replica are behind the events
+/// by the projection lag plus this lag. A failed query is logged and leaves the previous
+/// figures.
+async fn record_replica_lag(state: &AppState) {
+    match referrals_store::replica::replica_lag(&state.pool, &state.read_pool).await {
+        Ok(lag) if lag.is_standby => {
+            metrics::gauge!("read_replica_lag_bytes").set(lag.bytes);
+            metrics::gauge!("read_replica_lag_seconds").set(lag.seconds);
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "reading the replica lag for the metrics failed"),
     }
 }
 

@@ -829,7 +829,7 @@ async fn ledger_rows(
     .bind(after.map(|(requested_at, _)| requested_at))
     .bind(after.map(|(_, payout_id)| payout_id))
     .bind(limit)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(|error| ApiError::unavailable(&error))
 }

@@ -238,7 +238,7 @@ pub async fn list_programs(
     .bind(after.as_ref().map(|position| position.created_at))
     .bind(after.as_ref().map(|position| position.id))
     .bind(limit + 1)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.read_pool)
     .await
     .map_err(database_error)?;
 

@@ -470,7 +470,7 @@ pub async fn list_referrals(
 
     let rows: Vec<BoardRow> = board_query(permitted.agency_id, &filters, after.as_ref(), limit + 1)
         .build_query_as()
-        .fetch_all(&state.pool)
+        .fetch_all(&state.read_pool)
         .await
         .map_err(database_error)?;
 
