@@ -91,7 +91,7 @@ async fn generate_data(pool: &PgPool) {
     assert_eq!(board_rows, 4, "the referral board was not projected");
 }
 
-/// The URL of the pool's database on the server that `DATABASE_URL` names.
+/// Builds the URL of the pool's database on the server that `DATABASE_URL` names.
 fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL must name the test server");
     let (server, _) = base

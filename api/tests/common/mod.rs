@@ -74,6 +74,20 @@ impl TestApi {
         }
     }
 
+    /// Builds the API over `pool` with list and report queries on `read_pool`, a
+    /// streaming replica of `pool`.
+    pub fn with_read_pool(pool: &PgPool, read_pool: &PgPool) -> Self {
+        let app = Arc::new(Application::new(pool.clone(), MasterKey::generate().0));
+        let accounts = Arc::new(Accounts::new(pool.clone(), app.personal().vault().clone()));
+        let router = http::application_with_read_pool(app.clone(), pool.clone(), read_pool.clone());
+        Self {
+            router,
+            pool: pool.clone(),
+            accounts,
+            app,
+        }
+    }
+
     /// Creates an agency and signs its admin in.
     pub async fn agency(&self) -> TestAgency {
         let operator = CommandMetadata::new(

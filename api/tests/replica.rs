@@ -1,0 +1,228 @@
+//! List endpoints on a streaming replica (`DATABASE_READ_URL`): a private primary and
+//! standby on loopback, started by tests/replica-cluster.sh. Commands land on the
+//! primary, and lists show what the standby has replayed, which the test holds back by
+//! pausing the replay.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{TestAgency, TestApi};
+use referrals_projections::models;
+use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::status::projection_status;
+use referrals_store::replica::replica_lag;
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/replica-cluster.sh");
+
+/// A private primary and standby, stopped and deleted on drop.
+struct Clusters {
+    directory: PathBuf,
+    primary_url: String,
+    standby_url: String,
+}
+
+impl Clusters {
+    fn start() -> Self {
+        let directory = std::env::temp_dir().join(format!(
+            "referrals_replica_{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let output = Command::new("bash")
+            .arg(CLUSTER_SCRIPT)
+            .arg("start")
+            .arg(&directory)
+            .output()
+            .unwrap();
+        let mut clusters = Self {
+            directory,
+            primary_url: String::new(),
+            standby_url: String::new(),
+        };
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if let Some(url) = line.strip_prefix("PRIMARY_URL=") {
+                clusters.primary_url = url.to_owned();
+            } else if let Some(url) = line.strip_prefix("STANDBY_URL=") {
+                clusters.standby_url = url.to_owned();
+            }
+        }
+        clusters
+    }
+}
+
+impl Drop for Clusters {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(CLUSTER_SCRIPT)
+            .arg("stop")
+            .arg(&self.directory)
+            .status();
+    }
+}
+
+async fn connect(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(5)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+async fn create_program(api: &TestApi, agency: &TestAgency, name: &str) {
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/programs",
+            Some(&agency.admin_token),
+            Some(json!({
+                "name": name,
+                "terms": {"bonus_schedule": [
+                    {"trigger": "hired", "threshold": 0, "amount": 10000}
+                ]}
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
+async fn program_names(api: &TestApi, agency: &TestAgency) -> Vec<String> {
+    let reply = api
+        .call(Method::GET, "/v1/programs", Some(&agency.admin_token), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let mut names: Vec<String> = reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|program| program["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Applies every event on the primary to every read model. The private cluster runs no
+/// other transactions, so one pass each is enough.
+async fn catch_up(primary: &PgPool) {
+    let runner = ProjectionRunner::new(primary.clone());
+    for projection in models::all() {
+        runner.catch_up(projection.as_ref()).await.unwrap();
+        let status = &projection_status(primary, &[projection.name()])
+            .await
+            .unwrap()[0];
+        assert_eq!(status.events_behind, 0, "{} is behind", status.name);
+    }
+}
+
+/// Waits up to 15 s until the standby has replayed everything the primary wrote.
+async fn wait_replayed(primary: &PgPool, standby: &PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let lag = replica_lag(primary, standby).await.unwrap();
+        assert!(lag.is_standby, "the read database is not a standby");
+        if lag.bytes == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby is still {} bytes behind after 15 s",
+            lag.bytes
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fetches /metrics, which is Prometheus text rather than the JSON that `TestApi::call`
+/// parses.
+async fn metrics_text(api: &TestApi) -> String {
+    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn replica_serves_lists_commands_hit_primary() {
+    let clusters = Clusters::start();
+    let primary = connect(&clusters.primary_url).await;
+    referrals_store::database::MIGRATOR
+        .run(&primary)
+        .await
+        .unwrap();
+    let standby = connect(&clusters.standby_url).await;
+    let api = TestApi::with_read_pool(&primary, &standby);
+    let agency = api.agency().await;
+
+    create_program(&api, &agency, "First").await;
+    catch_up(&primary).await;
+    wait_replayed(&primary, &standby).await;
+    assert_eq!(program_names(&api, &agency).await, ["First"]);
+
+    // While the standby replays nothing, a command still lands on the primary, and the
+    // list, read from the standby, does not show it yet.
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&standby)
+        .await
+        .unwrap();
+    create_program(&api, &agency, "Second").await;
+    catch_up(&primary).await;
+    let on_primary: i64 = sqlx::query_scalar("SELECT count(*) FROM read_models.programs")
+        .fetch_one(&primary)
+        .await
+        .unwrap();
+    assert_eq!(on_primary, 2);
+    assert_eq!(program_names(&api, &agency).await, ["First"]);
+
+    let metrics_text = metrics_text(&api).await;
+    let lag_bytes = metric(&metrics_text, "read_replica_lag_bytes");
+    assert!(
+        lag_bytes.is_some_and(|bytes| bytes > 0.0),
+        "read_replica_lag_bytes is {lag_bytes:?}"
+    );
+
+    let status = Command::new(env!("CARGO_BIN_EXE_referrals"))
+        .args(["projections", "status", "--json"])
+        .env("DATABASE_URL", &clusters.primary_url)
+        .env("DATABASE_READ_URL", &clusters.standby_url)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["replica"]["is_standby"], true);
+    assert!(
+        report["replica"]["replay_lag_bytes"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&standby)
+        .await
+        .unwrap();
+    wait_replayed(&primary, &standby).await;
+    assert_eq!(program_names(&api, &agency).await, ["First", "Second"]);
+}
