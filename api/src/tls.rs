@@ -52,8 +52,8 @@ impl TlsFiles {
 /// that a future rustls default cannot widen it unnoticed.
 ///
 /// # Errors
-/// Returns an error naming the file when a file cannot be read, holds no certificate or
-/// key, or the key does not match the certificate.
+/// Returns an error naming the file when a file cannot be read or contains no
+/// certificate or key, or when the key does not match the certificate.
 pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
     let chain = read_certificates(&files.certificate)?;
     let key = PrivateKeyDer::from_pem_file(&files.private_key).with_context(|| {

@@ -225,4 +225,78 @@ async fn replica_serves_lists_commands_hit_primary() {
         .unwrap();
     wait_replayed(&primary, &standby).await;
     assert_eq!(program_names(&api, &agency).await, ["First", "Second"]);
+
+    let (read_database, metrics_reply) = serve_and_scrape(&clusters);
+    let standby_port = clusters.standby_url.split(':').nth(2).unwrap();
+    let standby_port = standby_port.split('/').next().unwrap();
+    assert_eq!(read_database, format!("127.0.0.1:{standby_port}/postgres"));
+    assert!(metrics_reply.starts_with("HTTP/1.1 200"), "{metrics_reply}");
+    assert!(
+        metrics_reply.contains("read_replica_lag_bytes"),
+        "{metrics_reply}"
+    );
+}
+
+/// Runs `referrals serve --no-workers` with both URLs, scrapes /metrics once and stops it
+/// with SIGTERM. Returns the read database that its "serving" log line names, and the
+/// raw HTTP reply.
+fn serve_and_scrape(clusters: &Clusters) -> (String, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_referrals"))
+        .args(["serve", "--no-workers"])
+        .env("DATABASE_URL", &clusters.primary_url)
+        .env("DATABASE_READ_URL", &clusters.standby_url)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("REFERRALS_MASTER_KEY", master_key())
+        .env_remove("TLS_CERT_FILE")
+        .env_remove("TLS_KEY_FILE")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let started = Instant::now();
+    let serving = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not start"
+        );
+        let line = lines.next().expect("the server exited").unwrap();
+        let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+        if entry["fields"]["message"] == "serving" {
+            break entry;
+        }
+    };
+    let address = serving["fields"]["address"].as_str().unwrap();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let read_database = serving["fields"]["read_database"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (read_database, reply)
+}
+
+fn master_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
