@@ -22,6 +22,9 @@
 # (`referrals migrate` on any empty database there creates it), and recreate each
 # agency's BI login role with pg_dumpall --roles-only or by hand.
 #
+# A dump still contains the data keys of people erased after it was taken, so keep
+# dumps for at most seven days (see the README's Backups section).
+#
 # Exits 0 when every check passes and 1 with a reason on standard error otherwise.
 set -euo pipefail
 
