@@ -375,3 +375,31 @@ fn serve_rejects_wildcard_origin() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CORS_ALLOWED_ORIGINS"), "{stderr}");
 }
+
+#[test]
+fn serve_rejects_unreadable_certificate() {
+    let missing = std::env::temp_dir().join(format!(
+        "referrals_missing_{}.pem",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let database_url =
+        std::env::var("DATABASE_URL").expect("DATABASE_URL must name the test server");
+    let output = Command::new(env!("CARGO_BIN_EXE_referrals"))
+        .args(["serve", "--no-workers"])
+        .env("DATABASE_URL", database_url)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("REFERRALS_MASTER_KEY", master_key())
+        .env("TLS_CERT_FILE", &missing)
+        .env("TLS_KEY_FILE", &missing)
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = stderr
+        .lines()
+        .find(|line| line.starts_with("referrals:"))
+        .unwrap_or_default();
+    assert!(reason.contains("TLS_CERT_FILE"), "{stderr}");
+    assert!(reason.contains(&missing.display().to_string()), "{stderr}");
+}
