@@ -40,7 +40,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// The result of one row.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KnownCandidateRowResult {
-    /// Line of the file (the header is line 1).
+    /// Record number in the file, counting the header as 1.
     pub line: u64,
     /// `accepted` or `invalid`.
     #[schema(example = "accepted")]

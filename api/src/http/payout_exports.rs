@@ -444,7 +444,7 @@ pub async fn download_export(
 /// The result of one row of a paid import.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaidRowResult {
-    /// Line of the file (the header is line 1).
+    /// Record number in the file, counting the header as 1.
     pub line: u64,
     /// The payout of the row, when the id parsed.
     pub payout_id: Option<Uuid>,

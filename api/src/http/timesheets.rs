@@ -67,7 +67,7 @@ pub struct OutcomeCounts {
 /// One row of an import.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct TimesheetRowView {
-    /// Line of the file (the header is line 1).
+    /// Record number in the file, counting the header as 1.
     pub line: i64,
     /// The worker id of the row, when it parsed.
     pub external_worker_id: Option<String>,

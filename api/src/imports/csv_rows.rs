@@ -62,10 +62,11 @@ pub trait CsvFormat: Send + Sync + 'static {
     fn parse_row(&self, columns: &Self::Columns, record: &ByteRecord) -> Result<Self::Row, String>;
 }
 
-/// One data record: its line in the file (the header is line 1) and the parse result.
+/// One data record: its position in the file and the parse result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedRow<R> {
-    /// Line of the file where the record starts.
+    /// Record number in the file, counting the header as 1. It is the line number
+    /// unless a quoted field above spans lines.
     pub line: u64,
     /// The row, or why it is invalid.
     pub row: Result<R, String>,
@@ -116,8 +117,10 @@ pub fn read_csv<F: CsvFormat, R: Read>(
         return Ok(());
     }
 
+    // Counted here: the reader's own line numbers stay at 1 for CRLF files (csv 1.4).
+    let mut line = 1;
     while next_record(&mut reader, &mut record)? {
-        let line = record.position().map_or(0, csv::Position::line);
+        line += 1;
         let row = format.parse_row(&columns, &record);
         if on_row(ParsedRow { line, row }).is_break() {
             break;
