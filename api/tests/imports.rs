@@ -822,3 +822,192 @@ async fn imports_need_their_roles(pool: PgPool) {
     assert_eq!(export.status, StatusCode::FORBIDDEN);
     assert_eq!(timesheet.status, StatusCode::FORBIDDEN);
 }
+
+/// The `referrals serve` process of the memory test, with its address.
+struct Server {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Server {
+    /// Starts `referrals serve` with its workers against `database_url`.
+    fn start(database_url: &str, master_key: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_referrals"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("REFERRALS_MASTER_KEY", master_key)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        // Keeps reading the log after the address, so a full pipe never blocks the server.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+                if entry["fields"]["message"] == "serving" {
+                    let address = entry["fields"]["address"].as_str().unwrap().to_owned();
+                    let _ = sender.send(address);
+                }
+            }
+        });
+        let address = receiver
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server announced its address");
+        Self { child, address }
+    }
+
+    /// Peak resident memory of the server so far, in KiB (`VmHWM`).
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("/proc reports VmHWM")
+    }
+
+    /// Sends one HTTP/1.1 request and returns the status and the JSON body.
+    fn request(&self, method: &str, path: &str, token: &str, csv: Option<&[u8]>) -> (u16, Value) {
+        use std::io::{Read, Write};
+
+        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(300)))
+            .unwrap();
+        let body = csv.unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or_default())
+    }
+
+    /// Uploads a timesheet and waits, for at most ten minutes, until the worker
+    /// finished it; returns the import.
+    fn import(&self, token: &str, csv: &[u8]) -> Value {
+        let (status, accepted) = self.request("POST", "/v1/timesheets", token, Some(csv));
+        assert_eq!(status, 202, "{accepted}");
+        let path = format!("/v1/timesheets/{}", accepted["id"].as_str().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let (status, import) = self.request("GET", &path, token, None);
+            assert_eq!(status, 200, "{import}");
+            if import["status"] == "completed" {
+                return import;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the import did not finish: {import}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Stops the server with SIGTERM, waiting at most fifteen seconds.
+    fn stop(mut self) {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A weekly timesheet of `rows` rows: fifty weeks of the worker `W-REAL`, and the rest
+/// for worker ids that no referral has.
+fn large_timesheet(rows: usize) -> Vec<u8> {
+    let mut csv = String::from("external_worker_id,week_ending,hours\n");
+    for week in 0..50 {
+        csv.push_str(&format!("W-REAL,{},40\n", week_ending(week)));
+    }
+    for n in 50..rows {
+        csv.push_str(&format!("U-{n},{},8.5\n", week_ending(0)));
+    }
+    csv.into_bytes()
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn large_timesheet_imports_in_flat_memory(pool: PgPool) {
+    let (master, master_base64) = referrals_store::crypto::MasterKey::generate();
+    let api = TestApi::with_master_key(&pool, master);
+    let agency = api.agency().await;
+    let token = recruiter(&api, &agency).await;
+    let setup = setup(&api, agency.agency_id).await;
+    let referral_id = hired_referral(&api, agency.agency_id, &setup, "W-REAL").await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
+    let (server_url, _) = base.rsplit_once('/').unwrap();
+    let server = Server::start(&format!("{server_url}/{database}"), &master_base64);
+    let small = large_timesheet(1_000);
+    let large = large_timesheet(100_000);
+
+    let (small_import, small_peak, large_import, large_peak, again, events_between) =
+        tokio::task::spawn_blocking({
+            let pool = pool.clone();
+            move || {
+                let small_import = server.import(&token, &small);
+                let small_peak = server.peak_rss_kib();
+                let large_import = server.import(&token, &large);
+                let large_peak = server.peak_rss_kib();
+                let handle = tokio::runtime::Handle::current();
+                let before = handle.block_on(all_events(&pool));
+                let again = server.import(&token, &large);
+                let after = handle.block_on(all_events(&pool));
+                server.stop();
+                (
+                    small_import,
+                    small_peak,
+                    large_import,
+                    large_peak,
+                    again,
+                    after - before,
+                )
+            }
+        })
+        .await
+        .unwrap();
+
+    eprintln!(
+        "server peak memory: {small_peak} KiB after 1,000 rows, {large_peak} KiB after 100,000"
+    );
+    assert_eq!(small_import["rows_processed"], 1_000);
+    assert_eq!(large_import["rows_total"], 100_000);
+    assert_eq!(large_import["rows_processed"], 100_000);
+    assert_eq!(large_import["outcomes"]["unchanged"], 50, "{large_import}");
+    assert_eq!(large_import["outcomes"]["unknown_worker"], 99_950);
+    assert_eq!(again["outcomes"]["unchanged"], 50);
+    assert_eq!(events_between, 0);
+    assert_eq!(
+        events(&pool, &referral_id.to_string(), "HoursRecorded").await,
+        50
+    );
+    // Rows stream through in batches, so a hundred times the rows may not add more than
+    // 32 MiB of peak memory.
+    assert!(
+        large_peak < small_peak + 32 * 1024,
+        "peak memory grew from {small_peak} KiB to {large_peak} KiB"
+    );
+}
