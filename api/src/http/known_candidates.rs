@@ -32,7 +32,7 @@ pub const MAX_KNOWN_CANDIDATE_BYTES: usize = 16 * 1024 * 1024;
 /// also bounds the response size.
 pub const MAX_KNOWN_CANDIDATE_ROWS: u64 = 100_000;
 
-/// The routes of this module, with their OpenAPI descriptions.
+/// Returns the routes of this module, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(import_known_candidates))
 }
@@ -45,7 +45,7 @@ pub struct KnownCandidateRowResult {
     /// `accepted` or `invalid`.
     #[schema(example = "accepted")]
     pub outcome: String,
-    /// Why the row is invalid. It never quotes an e-mail address or phone number.
+    /// Reason the row is invalid. It never quotes an e-mail address or phone number.
     pub reason: Option<String>,
 }
 

@@ -64,7 +64,7 @@ const EXPORT_HEADER: [&str; 8] = [
 /// Shown in place of a name whose owner's personal data was erased.
 const ERASED_NAME: &str = "[erased]";
 
-/// The routes of this module, with their OpenAPI descriptions.
+/// Returns the routes of this module, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_export))
@@ -79,7 +79,7 @@ pub struct PayoutExportView {
     pub id: Uuid,
     /// Number of payouts in the file; 0 when no payout was approved.
     pub payout_count: i32,
-    /// Where to download the CSV file.
+    /// URL of the CSV download.
     #[schema(example = "/v1/payouts/exports/0190f6d2-7c4e-7a35-9d4b-2f1e8c3a5b60")]
     pub download_url: String,
     /// When the batch was made.
@@ -119,6 +119,9 @@ pub async fn create_export(
 ) -> Result<Response, ApiError> {
     let permitted = caller.authorize(Action::PayPayouts)?;
 
+    // NOTE: the batch row is written after its payouts are marked exported. A crash in
+    // between leaves those payouts exported under this batch id with no file to
+    // download; their ids and amounts remain in the payout ledger (`batch_id`).
     let export_id = Uuid::now_v7();
     let metadata = permitted.metadata();
     let candidates = approved_payouts(&state, permitted.agency_id).await?;
@@ -453,7 +456,7 @@ pub struct PaidRowResult {
     /// reference); or `invalid`.
     #[schema(example = "paid")]
     pub outcome: String,
-    /// Why the row was not applied.
+    /// Reason the row was not applied.
     pub reason: Option<String>,
 }
 
@@ -479,8 +482,8 @@ pub struct PaidImportView {
 /// Marks exported payouts paid from payroll's `text/csv` file with the header
 /// `payout_id,paid_on,reference` (UTF-8, quoted fields allowed, other columns ignored).
 /// Importing the same file again changes nothing. Rows are applied one by one as they
-/// are read, so when an upload is cut off the rows before the cut stay applied; sending
-/// the whole file again completes it.
+/// are read, so the rows before a cut-off stay applied. Sending the whole file again
+/// completes it.
 #[utoipa::path(post, path = "/v1/payouts/paid-imports", tag = "payouts",
     security(("bearer" = [])),
     request_body(content = String, content_type = "text/csv",
@@ -544,7 +547,7 @@ impl PaidImportView {
     }
 }
 
-/// Marks one payout paid, or says why the row does not apply.
+/// Marks one payout paid, or returns why the row does not apply.
 async fn mark_paid(
     state: &AppState,
     metadata: &CommandMetadata,

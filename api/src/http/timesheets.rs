@@ -1,5 +1,5 @@
-//! Timesheet imports: `POST /v1/timesheets` stages a CSV file of weekly or cumulative
-//! hours and returns at once; a background worker applies the rows, and
+//! Timesheet imports. `POST /v1/timesheets` stages a CSV file of weekly or cumulative
+//! hours and returns at once. A background worker applies the rows, and
 //! `GET /v1/timesheets/{id}` shows its progress and each row's outcome.
 
 use axum::body::Body;
@@ -30,7 +30,7 @@ pub const MAX_TIMESHEET_BYTES: usize = 64 * 1024 * 1024;
 /// Most data rows in one timesheet file.
 pub const MAX_TIMESHEET_ROWS: u64 = 1_000_000;
 
-/// The routes of this module, with their OpenAPI descriptions.
+/// Returns the routes of this module, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload_timesheet))
@@ -42,7 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct TimesheetAccepted {
     /// Id of the import; read its progress at `/v1/timesheets/{id}`.
     pub id: Uuid,
-    /// `weekly` or `cumulative`, as the header told.
+    /// `weekly` or `cumulative`, as found from the header.
     #[schema(example = "weekly")]
     pub shape: String,
     /// Number of data rows in the file.
@@ -79,7 +79,7 @@ pub struct TimesheetRowView {
     /// `accepted`, `corrected`, `unchanged`, `unknown_worker` or `invalid`; absent while
     /// the row waits for the worker.
     pub outcome: Option<String>,
-    /// Why the row is invalid or was a correction.
+    /// Reason the row is invalid or a correction.
     pub reason: Option<String>,
     /// The referral the row was applied to.
     pub referral_id: Option<Uuid>,
@@ -155,7 +155,7 @@ impl OutcomeFilter {
 }
 
 /// Uploads a timesheet as `text/csv` (UTF-8, with or without a byte order mark, CRLF or
-/// LF line ends, quoted fields allowed). The header tells the shape: weekly
+/// LF line ends, quoted fields allowed). The header decides the shape: weekly
 /// `external_worker_id,week_ending,hours` or cumulative
 /// `external_worker_id,as_of,total_hours`; other columns are ignored. Hours have at
 /// most two decimals. The rows are applied in the background; re-importing a file
@@ -182,6 +182,9 @@ pub async fn upload_timesheet(
     let permitted = caller.authorize(Action::ImportRecords)?;
     require_csv(&headers)?;
 
+    // NOTE: with an Idempotency-Key header, the idempotency middleware reads the whole
+    // body to hash it and rejects bodies over 1 MiB (413), so large files must be sent
+    // without the key. Re-sending a file without it is safe: it records nothing new.
     let mut upload = CsvUpload::start(
         TimesheetFormat,
         body,
@@ -219,7 +222,7 @@ pub async fn upload_timesheet(
         .into_response())
 }
 
-/// Stages every row of the upload in one transaction, so the worker never sees half a
+/// Stages every row of the upload in one transaction, so the worker never reads half a
 /// file. Returns the number of rows and the transaction, uncommitted.
 async fn stage<'a>(
     state: &'a AppState,

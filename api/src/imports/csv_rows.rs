@@ -14,13 +14,13 @@ use csv::ByteRecord;
 use referrals_domain::values::{EmailAddress, Hours, PhoneNumber};
 use uuid::Uuid;
 
-/// Longest back-office worker id, as the hire command accepts it.
+/// Maximum length of a back-office worker id, as the hire command accepts it.
 pub const MAX_WORKER_ID_CHARS: usize = 100;
 
-/// Longest payroll reference, as the mark-paid command accepts it.
+/// Maximum length of a payroll reference, as the mark-paid command accepts it.
 pub const MAX_REFERENCE_CHARS: usize = 100;
 
-/// Longest value quoted back in a row error; longer values are cut with an ellipsis.
+/// Maximum length of a value quoted in a row error. Longer values end in an ellipsis.
 const MAX_QUOTED_CHARS: usize = 40;
 
 /// A header that does not fit the format.
@@ -35,7 +35,7 @@ pub enum HeaderError {
     /// The first record lacks required columns, or names one twice.
     #[error("{problem}; the header line must name the columns {expected} (in any order, other columns are ignored)")]
     Invalid {
-        /// What is wrong with the header.
+        /// Description of the header problem.
         problem: String,
         /// The header lines the format accepts.
         expected: String,
@@ -164,11 +164,11 @@ fn strip_byte_order_mark(header: &ByteRecord) -> ByteRecord {
         .collect()
 }
 
-/// Finds each of `wanted` in the header (trimmed, case-insensitive), or names the
+/// Finds each of `expected` in the header (trimmed, case-insensitive), or names the
 /// missing and repeated ones.
 fn find_columns<const N: usize>(
     header: &ByteRecord,
-    wanted: [&'static str; N],
+    expected: [&'static str; N],
 ) -> Result<[usize; N], String> {
     let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
     for (index, field) in header.iter().enumerate() {
@@ -176,12 +176,12 @@ fn find_columns<const N: usize>(
             continue;
         };
         let name = name.trim().to_ascii_lowercase();
-        if let Some(column) = wanted.iter().find(|column| **column == name) {
+        if let Some(column) = expected.iter().find(|column| **column == name) {
             positions.entry(column).or_default().push(index);
         }
     }
 
-    let missing: Vec<&str> = wanted
+    let missing: Vec<&str> = expected
         .iter()
         .copied()
         .filter(|column| !positions.contains_key(column))
@@ -192,7 +192,7 @@ fn find_columns<const N: usize>(
             missing.join(", ")
         ));
     }
-    let repeated: Vec<&str> = wanted
+    let repeated: Vec<&str> = expected
         .iter()
         .copied()
         .filter(|column| positions[column].len() > 1)
@@ -203,7 +203,7 @@ fn find_columns<const N: usize>(
             repeated.join(", ")
         ));
     }
-    Ok(wanted.map(|column| positions[column][0]))
+    Ok(expected.map(|column| positions[column][0]))
 }
 
 /// The text of field `index`, trimmed; names the column when it is absent or not UTF-8.

@@ -48,7 +48,7 @@ pub enum RowOutcome {
 }
 
 impl RowOutcome {
-    /// The name stored and shown to clients.
+    /// Returns the name stored and shown to clients.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
@@ -351,9 +351,8 @@ async fn apply_row(
             needs_review: false,
         });
     };
-    let hours = Hours::from_hundredths(row.hours).map_err(|error| {
-        AppError::Internal(format!("a staged row holds invalid hours: {error}"))
-    })?;
+    let hours = Hours::from_hundredths(row.hours)
+        .map_err(|error| AppError::Internal(format!("a staged row has invalid hours: {error}")))?;
     let metadata = row_metadata(import, row.line);
     let command = match shape {
         TimesheetShape::Weekly => ReferralCommand::RecordHours(RecordHours {

@@ -1,6 +1,6 @@
-//! Reads a `text/csv` request body as a stream: a blocking task runs the csv reader over
-//! the body chunks as they arrive and hands parsed rows over in small batches, so an
-//! upload of any length needs memory for one batch, not for the file.
+//! Reads a `text/csv` request body as a stream. A blocking task runs the csv reader over
+//! the body chunks as they arrive and sends parsed rows in small batches, so an upload of
+//! any length needs memory for a few batches, not for the file.
 
 use std::io;
 use std::ops::ControlFlow;
@@ -15,14 +15,14 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::csv_rows::{read_csv, CsvFormat, HeaderError, ParsedRow, ReadError};
 use crate::http::problem::ApiError;
 
-/// Rows handed over at a time.
+/// Number of rows per batch.
 pub const ROWS_PER_BATCH: usize = 1000;
 
 /// Batches buffered between the reader and the consumer. Two keep the reader busy while
 /// the consumer writes one, and bound memory to three batches.
 const BUFFERED_BATCHES: usize = 2;
 
-/// What the reader hands over: first the columns of the header, then rows.
+/// A unit of the reader's output: first the columns of the header, then rows.
 #[derive(Debug)]
 pub enum Batch<F: CsvFormat> {
     /// The header fit the format.
@@ -31,7 +31,7 @@ pub enum Batch<F: CsvFormat> {
     Rows(Vec<ParsedRow<F::Row>>),
 }
 
-/// Why an upload was rejected as a whole.
+/// A reason to reject a whole upload.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     /// The header is missing or does not fit, or the body could not be read.
@@ -109,8 +109,8 @@ impl<F: CsvFormat> CsvUpload<F> {
         Self { batches, reader }
     }
 
-    /// Returns the next batch, or `None` when the reader stopped; [`CsvUpload::finish`]
-    /// then tells whether it reached the end of the file.
+    /// Returns the next batch, or `None` when the reader stopped. [`CsvUpload::finish`]
+    /// then returns whether it reached the end of the file.
     pub async fn next(&mut self) -> Option<Batch<F>> {
         self.batches.recv().await
     }

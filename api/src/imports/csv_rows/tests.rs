@@ -121,7 +121,8 @@ fn known_candidate_reason_never_quotes_the_address() {
     }
 }
 
-/// A worker id as back offices write them: printable text without surrounding spaces.
+/// Generates worker ids as back offices write them: printable text without surrounding
+/// spaces.
 fn worker_id() -> impl Strategy<Value = String> {
     "[A-Za-z0-9][A-Za-z0-9 ,\"'./_-]{0,30}[A-Za-z0-9]"
 }
