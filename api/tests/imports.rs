@@ -23,12 +23,12 @@ use referrals_store::personal::ContactDetails;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-/// The first day of every test placement, a Monday.
+/// Returns the first day of every test placement, a Monday.
 fn start_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 9, 7).unwrap()
 }
 
-/// The Sunday that ends the `week`th week of the placement, counting from 0.
+/// Returns the Sunday that ends the `week`th week of the placement, counting from 0.
 fn week_ending(week: u64) -> NaiveDate {
     start_date()
         .checked_add_days(Days::new(6 + 7 * week))
@@ -933,8 +933,8 @@ impl Server {
     }
 }
 
-/// A weekly timesheet of `rows` rows: fifty weeks of the worker `W-REAL`, and the rest
-/// for worker ids that no referral has.
+/// Writes a weekly timesheet of `rows` rows: fifty weeks of the worker `W-REAL`, and the
+/// rest for worker ids that no referral has.
 fn large_timesheet(rows: usize) -> Vec<u8> {
     let mut csv = String::from("external_worker_id,week_ending,hours\n");
     for week in 0..50 {
@@ -1010,4 +1010,81 @@ async fn large_timesheet_imports_in_flat_memory(pool: PgPool) {
         large_peak < small_peak + 32 * 1024,
         "peak memory grew from {small_peak} KiB to {large_peak} KiB"
     );
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn worker_resumes_rows_without_outcome(pool: PgPool) {
+    let api = TestApi::new(&pool);
+    let agency = api.agency().await;
+    let token = recruiter(&api, &agency).await;
+    let setup = setup(&api, agency.agency_id).await;
+    let referral_id = hired_referral(&api, agency.agency_id, &setup, "R-1").await;
+    let csv = format!(
+        "external_worker_id,week_ending,hours\nR-1,{},40\nR-1,{},40\n",
+        week_ending(0),
+        week_ending(1),
+    );
+    let accepted = upload(&api, &token, "/v1/timesheets", &csv).await;
+    let id: uuid::Uuid = accepted.body["id"].as_str().unwrap().parse().unwrap();
+    // A worker that stopped after the first row leaves the second without an outcome.
+    process_pending(&api.app).await.unwrap();
+    sqlx::query(
+        "UPDATE timesheet_rows SET outcome = NULL, reason = NULL WHERE import_id = $1 AND line = 3",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE timesheet_imports SET finished_at = NULL WHERE import_id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let applied = process_pending(&api.app).await.unwrap();
+    let progress = api
+        .call(
+            Method::GET,
+            &format!("/v1/timesheets/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+
+    assert_eq!(applied, 1);
+    assert_eq!(progress.body["status"], "completed");
+    assert_eq!(progress.body["outcomes"]["accepted"], 1);
+    assert_eq!(progress.body["outcomes"]["unchanged"], 1);
+    assert_eq!(
+        events(&pool, &referral_id.to_string(), "HoursRecorded").await,
+        2
+    );
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn worker_skips_import_held_by_another(pool: PgPool) {
+    let api = TestApi::new(&pool);
+    let agency = api.agency().await;
+    let token = recruiter(&api, &agency).await;
+    let accepted = upload(
+        &api,
+        &token,
+        "/v1/timesheets",
+        "external_worker_id,week_ending,hours\nX-1,2026-09-13,8\n",
+    )
+    .await;
+    let id: uuid::Uuid = accepted.body["id"].as_str().unwrap().parse().unwrap();
+    let mut other_instance = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM timesheet_imports WHERE import_id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *other_instance)
+        .await
+        .unwrap();
+
+    let while_held = process_pending(&api.app).await.unwrap();
+    other_instance.rollback().await.unwrap();
+    let after_release = process_pending(&api.app).await.unwrap();
+
+    assert_eq!(while_held, 0);
+    assert_eq!(after_release, 1);
 }
