@@ -570,6 +570,18 @@ async fn known_candidate_makes_referral_ineligible(pool: PgPool) {
             })),
         )
         .await;
+    let submitted = api
+        .call(
+            Method::POST,
+            "/v1/referrals",
+            Some(&token),
+            Some(json!({
+                "program_id": setup.program_id.to_string(),
+                "ambassador_id": setup.ambassador_id.to_string(),
+                "candidate": {"name": "Known Person", "phone": "+14155550100"},
+            })),
+        )
+        .await;
     let stored: Vec<String> = sqlx::query_scalar("SELECT contact_key FROM known_candidates")
         .fetch_all(&pool)
         .await
@@ -591,6 +603,9 @@ async fn known_candidate_makes_referral_ineligible(pool: PgPool) {
     assert_eq!(check.status, StatusCode::OK, "{}", check.body);
     assert_eq!(check.body["eligible"], false);
     assert_eq!(check.body["reason"], "prior_contact");
+    assert_eq!(submitted.status, StatusCode::CREATED, "{}", submitted.body);
+    assert_eq!(submitted.body["eligibility"]["eligible"], false);
+    assert_eq!(submitted.body["eligibility"]["reason"], "prior_contact");
     assert_eq!(stored.len(), 2);
     assert!(stored
         .iter()
