@@ -614,3 +614,22 @@ async fn mark_paid(
         Err(error) => return Err(error.into()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formula_text_gets_an_apostrophe() {
+        for text in ["=SUM(A1)", "+1", "-2", "@cmd", "\tx", "\rx"] {
+            assert_eq!(spreadsheet_safe(text), format!("'{text}"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn plain_text_is_unchanged() {
+        assert_eq!(spreadsheet_safe("Ada Quinn"), "Ada Quinn");
+        assert_eq!(spreadsheet_safe("O'Neil-Smith"), "O'Neil-Smith");
+        assert_eq!(spreadsheet_safe(""), "");
+    }
+}
