@@ -35,7 +35,7 @@ enum Command {
         #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
         bind: std::net::SocketAddr,
     },
-    /// Run the HTTP API and, unless --no-workers is given, the projection workers.
+    /// Run the HTTP API and, unless --no-workers is given, the background workers.
     Serve(ServeArgs),
     /// Inspect and rebuild the read models.
     #[command(subcommand)]
@@ -60,7 +60,7 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     bind: std::net::SocketAddr,
-    /// Run only the API; leave the projection workers to other processes.
+    /// Run only the API; leave the projection and import workers to other processes.
     #[arg(long)]
     no_workers: bool,
     /// PEM file with the certificate chain, leaf first. With --tls-key-file the server

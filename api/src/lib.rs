@@ -6,6 +6,7 @@ mod audit_export_cli;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod imports;
 mod keys_cli;
 mod projections_cli;
 pub mod server;

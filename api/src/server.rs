@@ -1,5 +1,5 @@
-//! `referrals serve`: the HTTP API and, unless disabled, the projection workers, with a
-//! graceful shutdown on SIGTERM or Ctrl-C.
+//! `referrals serve`: the HTTP API and, unless disabled, the projection workers and the
+//! timesheet import worker, with a graceful shutdown on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ const POOL_SIZE: u32 = 20;
 pub struct ServeOptions {
     /// The address to listen on.
     pub bind: SocketAddr,
-    /// Whether this process also runs the projection workers.
+    /// Whether this process also runs the projection and timesheet import workers.
     pub workers: bool,
     /// Lines printed to standard output once the address is bound, for a person at a
     /// terminal; `{address}` stands for the bound address.
@@ -88,8 +88,15 @@ pub async fn serve(
             models::all().into_iter().map(Arc::from).collect();
         projections.push(Arc::new(PayoutRequester::new(app.clone())));
         let runner = ProjectionRunner::new(pool.clone());
-        let stopping = stopping.clone();
-        tokio::spawn(async move { runner.run(projections, stopping).await })
+        let projection_stopping = stopping.clone();
+        let projections =
+            tokio::spawn(async move { runner.run(projections, projection_stopping).await });
+        let import_app = app.clone();
+        let import_stopping = stopping.clone();
+        let imports = tokio::spawn(async move {
+            crate::imports::timesheets::run_worker(&import_app, import_stopping).await;
+        });
+        (projections, imports)
     });
 
     tracing::info!(
@@ -123,8 +130,11 @@ pub async fn serve(
         Some(tls_config) => serve_https(listener, tls_config, router, stop).await?,
     }
 
-    if let Some(workers) = workers {
-        workers.await.context("the projection workers failed")?;
+    if let Some((projections, imports)) = workers {
+        projections.await.context("the projection workers failed")?;
+        imports
+            .await
+            .context("the timesheet import worker failed")?;
     }
     tracing::info!("stopped");
     Ok(())

@@ -183,6 +183,7 @@ pub const ROUTE_ACTIONS: &[(&str, &str, Action)] = &[
     ("POST", "/v1/payouts/{id}/void", Action::DecidePayouts),
     ("POST", "/v1/payouts/{id}/reverse", Action::DecidePayouts),
     ("POST", "/v1/payouts/exports", Action::PayPayouts),
+    ("GET", "/v1/payouts/exports/{id}", Action::PayPayouts),
     ("POST", "/v1/payouts/paid-imports", Action::PayPayouts),
     ("GET", "/v1/analytics/funnel", Action::ReadAnalytics),
     ("GET", "/v1/analytics/leaderboard", Action::ReadAnalytics),

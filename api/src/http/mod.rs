@@ -19,13 +19,16 @@ pub mod conventions;
 pub mod edge;
 pub mod idempotency;
 pub mod json;
+pub mod known_candidates;
 pub mod operations;
+pub mod payout_exports;
 pub mod payouts;
 pub mod platform;
 pub mod problem;
 pub mod programs;
 pub mod referrals;
 pub mod sessions;
+pub mod timesheets;
 pub mod users;
 
 use std::sync::{Arc, OnceLock};
@@ -102,6 +105,7 @@ pub struct RequestIds {
         (name = "ambassadors", description = "People who refer candidates"),
         (name = "referrals", description = "Referrals through the hiring pipeline"),
         (name = "payouts", description = "Bonuses from request to payment"),
+        (name = "imports", description = "CSV imports of timesheets and known candidates"),
         (name = "analytics", description = "Read models without personal data"),
         (name = "audit", description = "Event history and tamper evidence, for compliance auditors"),
     )
@@ -136,6 +140,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ambassadors::routes())
         .merge(referrals::routes())
         .merge(payouts::routes())
+        .merge(timesheets::routes())
+        .merge(known_candidates::routes())
+        .merge(payout_exports::routes())
         .merge(analytics::routes())
         .merge(audit::routes())
         .merge(audit_chain::routes())

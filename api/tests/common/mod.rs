@@ -63,7 +63,13 @@ pub struct Reply {
 impl TestApi {
     /// Builds the API over `pool` with a fresh master key.
     pub fn new(pool: &PgPool) -> Self {
-        let app = Arc::new(Application::new(pool.clone(), MasterKey::generate().0));
+        Self::with_master_key(pool, MasterKey::generate().0)
+    }
+
+    /// Builds the API over `pool` with `master`, for tests that also start the binary
+    /// with the same key.
+    pub fn with_master_key(pool: &PgPool, master: MasterKey) -> Self {
+        let app = Arc::new(Application::new(pool.clone(), master));
         let accounts = Arc::new(Accounts::new(pool.clone(), app.personal().vault().clone()));
         let router = http::application(app.clone(), pool.clone());
         Self {
