@@ -18,9 +18,11 @@ pub mod authorization;
 pub mod conventions;
 pub mod idempotency;
 pub mod json;
+pub mod offboarding;
 pub mod operations;
 pub mod payouts;
 pub mod platform;
+pub mod privacy;
 pub mod problem;
 pub mod programs;
 pub mod referrals;
@@ -98,6 +100,7 @@ pub struct RequestIds {
         (name = "payouts", description = "Bonuses from request to payment"),
         (name = "analytics", description = "Read models without personal data"),
         (name = "audit", description = "Event history and tamper evidence, for compliance auditors"),
+        (name = "privacy", description = "Subject requests: access and erasure, for compliance auditors"),
     )
 )]
 struct ApiDoc;
@@ -126,6 +129,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sessions::routes())
         .merge(users::routes())
         .merge(platform::routes())
+        .merge(offboarding::routes())
+        .merge(privacy::routes())
         .merge(programs::routes())
         .merge(ambassadors::routes())
         .merge(referrals::routes())
