@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -164,7 +164,10 @@ async fn totals(pool: &PgPool, agency: &TestAgency) -> (i64, i64, i64, i64) {
     .unwrap()
 }
 
-/// Log output captured from the tracing subscriber of the test's thread.
+/// Log output captured by the global tracing subscriber of this test binary: every test
+/// of the binary writes into it, so a test searches the lines of its neighbours too.
+/// A global subscriber, unlike one per thread, cannot miss events when tracing caches
+/// its per-callsite interest while another test's thread-local subscriber is gone.
 #[derive(Clone, Default)]
 struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
@@ -180,15 +183,22 @@ impl Write for CapturedLogs {
 }
 
 impl CapturedLogs {
-    /// Installs a subscriber that records every level for the rest of the test.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// Returns the binary's capture, installing the subscriber (every level) on first use.
+    fn install() -> CapturedLogs {
+        static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = CapturedLogs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            logs
+        })
+        .clone()
     }
 
     fn text(&self) -> String {
@@ -280,8 +290,7 @@ async fn verify(api: &TestApi, auditor: &str) -> Reply {
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
-    let logs = CapturedLogs::default();
-    let _guard = logs.install();
+    let logs = CapturedLogs::install();
     let setup = setup(&pool).await;
     let before = totals(&pool, &setup.agency).await;
     let dump = dump_database(&pool).await;
@@ -393,8 +402,7 @@ async fn later_referral_of_erased_candidate_is_new(pool: PgPool) {
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
-    let logs = CapturedLogs::default();
-    let _guard = logs.install();
+    let logs = CapturedLogs::install();
     let setup = setup(&pool).await;
     let before = totals(&pool, &setup.agency).await;
 
@@ -866,4 +874,32 @@ async fn events_stay_append_only_outside_offboarding(pool: PgPool) {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("append-only"), "{error}");
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn unique_violation_message_hides_key(pool: PgPool) {
+    let key = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let agency_id = Uuid::now_v7();
+    let insert = "INSERT INTO candidate_claims (agency_id, contact_key, referral_id, claimed_at)
+                  VALUES ($1, $2, $3, now())";
+    for attempt in 0..2 {
+        let outcome = sqlx::query(insert)
+            .bind(agency_id)
+            .bind(key)
+            .bind(Uuid::now_v7())
+            .execute(&pool)
+            .await;
+        if attempt == 0 {
+            outcome.unwrap();
+            continue;
+        }
+        // The service logs and reports database errors through their Display text, which
+        // holds PostgreSQL's message but not its DETAIL line with the key's value.
+        let error = outcome.unwrap_err();
+        assert!(
+            error.to_string().contains("candidate_claims_pkey"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains(key), "{error}");
+    }
 }

@@ -130,6 +130,10 @@ fn parse_kind(text: &str) -> Result<SubjectKind, AppError> {
 
 /// Finds every subject of `agency_id` with one of `keys`, ordered by kind and id.
 ///
+/// NOTE: ambassadors and duplicate referrals recorded before `subject_contact_keys`
+/// existed are not in the index, so requests do not find them; no backfill decrypts
+/// their events yet.
+///
 /// # Errors
 /// [`AppError::Unavailable`] when the query fails.
 pub async fn find_subjects(

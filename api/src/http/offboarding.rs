@@ -78,6 +78,8 @@ pub async fn export_agency(
         return Err(ApiError::not_found("agency"));
     }
 
+    // NOTE: the whole export is built in memory before it is sent, which bounds the size
+    // of an agency that can be exported by the server's memory.
     let boundary = format!("agency-export-{}", Uuid::now_v7().simple());
     let mut body = Vec::new();
     let (events, ndjson) = events_ndjson(&state, agency_id).await?;
