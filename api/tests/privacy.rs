@@ -532,9 +532,9 @@ async fn access_of_ambassador_lists_referrals_made(pool: PgPool) {
     let ambassador = &read.body["export"]["subjects"][0];
     assert_eq!(ambassador["kind"], json!("ambassador"), "{}", read.body);
     assert_eq!(ambassador["contact"]["name"], json!(AMBASSADOR_NAME));
-    let made = ambassador["referrals_made"].as_array().unwrap();
-    assert_eq!(made.len(), 1);
-    assert_eq!(made[0]["referral_id"], json!(setup.referral_id));
+    let referrals_made = ambassador["referrals_made"].as_array().unwrap();
+    assert_eq!(referrals_made.len(), 1);
+    assert_eq!(referrals_made[0]["referral_id"], json!(setup.referral_id));
     // The referred candidate is another person: their name is not in this export.
     assert!(!read.body.to_string().contains(CANDIDATE_NAME));
 }
@@ -819,12 +819,12 @@ async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
         )
         .await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
-    // The deleted agency's users can no longer sign in with their sessions.
-    let gone = setup
+    // The deleted agency's users can no longer use their sessions.
+    let deleted_session = setup
         .api
         .call(Method::GET, "/v1/me", Some(&setup.recruiter), None)
         .await;
-    assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(deleted_session.status, StatusCode::UNAUTHORIZED);
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
@@ -894,7 +894,7 @@ async fn unique_violation_message_hides_key(pool: PgPool) {
             continue;
         }
         // The service logs and reports database errors through their Display text, which
-        // holds PostgreSQL's message but not its DETAIL line with the key's value.
+        // contains PostgreSQL's message but not its DETAIL line with the key's value.
         let error = outcome.unwrap_err();
         assert!(
             error.to_string().contains("candidate_claims_pkey"),

@@ -18,8 +18,8 @@ fn unavailable(error: sqlx::Error) -> AppError {
     AppError::Unavailable(error.to_string())
 }
 
-/// Returns true when the agency has any event, which is how an existing agency is told
-/// apart from an unknown id.
+/// Returns true when the agency has any event, which distinguishes an existing agency
+/// from an unknown id.
 ///
 /// # Errors
 /// [`AppError::Unavailable`] when the query fails.

@@ -11,10 +11,10 @@
 //! hashes in `candidate_claims`, `known_candidates` and `subject_contact_keys`, stored
 //! idempotent responses that name the subject, and access exports about the person.
 //!
-//! A later referral of an erased candidate is treated as a new person: no keyed hash of
-//! the erased one remains, so it is neither a duplicate of the erased referral nor a prior
-//! contact, and it gets a new data key of its own. The erased referral keeps its status
-//! and its payouts.
+//! A later referral of an erased candidate is treated as a new person, because no keyed
+//! hash of the erased one remains. It is neither a duplicate of the erased referral nor a
+//! prior contact, and it gets a new data key of its own. The erased referral keeps its
+//! status and its payouts.
 
 use chrono::{DateTime, Utc};
 use referrals_domain::ids::{AgencyId, AmbassadorId, ReferralId};
@@ -123,7 +123,7 @@ fn parse_kind(text: &str) -> Result<SubjectKind, AppError> {
         "candidate" => Ok(SubjectKind::Candidate),
         "ambassador" => Ok(SubjectKind::Ambassador),
         other => Err(AppError::Internal(format!(
-            "subject_contact_keys holds the unknown subject kind {other:?}"
+            "subject_contact_keys contains the unknown subject kind {other:?}"
         ))),
     }
 }
@@ -131,7 +131,7 @@ fn parse_kind(text: &str) -> Result<SubjectKind, AppError> {
 /// Finds every subject of `agency_id` with one of `keys`, ordered by kind and id.
 ///
 /// NOTE: ambassadors and duplicate referrals recorded before `subject_contact_keys`
-/// existed are not in the index, so requests do not find them; no backfill decrypts
+/// existed are not in the index, so requests do not find them. No backfill decrypts
 /// their events yet.
 ///
 /// # Errors
@@ -163,7 +163,7 @@ pub async fn find_subjects(
 
 /// Erases every subject of the caller's agency that has one of `keys`, records a
 /// `SubjectsErased` event and a `subject_requests` row, and returns the request id and the
-/// erased subjects. An erasure that finds nobody still completes and is recorded, so the
+/// erased subjects. An erasure that finds no subject still completes and is recorded, so the
 /// requester learns that nothing is held.
 ///
 /// # Errors

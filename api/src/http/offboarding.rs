@@ -53,8 +53,8 @@ const WITHHELD_COLUMNS: &[&str] = &["sealed_export", "contact_keys"];
 ///
 /// The response is `multipart/mixed`. Its first part is `events.ndjson`: every event of
 /// the agency in global order, one JSON object per line in the shape of the audit export,
-/// with personal fields (names, e-mail addresses, phone numbers, notes) decrypted, or
-/// `[erased]` for erased subjects; credentials stay `[secret]`. Each further part is one
+/// with personal fields (names, e-mail addresses, phone numbers, notes) decrypted. Fields
+/// of erased subjects read `[erased]`, and credentials stay `[secret]`. Each further part is one
 /// read model as CSV with a header row, named `<schema>.<table>.csv`; sealed columns
 /// (`*_sealed`) are decrypted the same way. Every part has a `Content-Disposition`
 /// header with its file name.

@@ -68,7 +68,7 @@ pub struct SubjectRequestResponse {
 
 /// Runs a subject request in the caller's agency. An erasure destroys the data keys of
 /// every candidate and ambassador record with the e-mail address or phone number, and
-/// removes their keyed hashes; history then shows `[erased]`, while counts, payouts and
+/// removes their keyed hashes. History then shows `[erased]`, while counts, payouts and
 /// the hash chain stay as they were. A later referral of the same person is treated as a
 /// new candidate. An access request stores a sealed export, read with `GET`.
 #[utoipa::path(post, path = "/v1/privacy/subject-requests", tag = "privacy",
