@@ -401,6 +401,49 @@ async fn later_referral_of_erased_candidate_is_new(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn erasure_covers_record_sharing_phone(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let duplicate = json!({
+        "program_id": setup.program_id,
+        "ambassador_id": setup.ambassador_id,
+        "candidate": {"name": "Z. Quill", "phone": CANDIDATE_PHONE}
+    });
+    let reply = setup
+        .api
+        .call(
+            Method::POST,
+            "/v1/referrals",
+            Some(&setup.recruiter),
+            Some(duplicate),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["status"], json!("duplicate"), "{}", reply.body);
+    let duplicate_id = id_of(&reply);
+
+    let erasure = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "erasure", "email": CANDIDATE_EMAIL}),
+    )
+    .await;
+
+    assert_eq!(erasure.status, StatusCode::CREATED, "{}", erasure.body);
+    assert_eq!(erasure.body["subjects_found"], json!(2), "{}", erasure.body);
+    let read = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/referrals/{duplicate_id}"),
+            Some(&setup.recruiter),
+            None,
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["candidate"]["name"], json!("[erased]"));
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
     let logs = CapturedLogs::install();
     let setup = setup(&pool).await;

@@ -141,13 +141,21 @@ pub async fn find_subjects(
     agency_id: AgencyId,
     keys: &ContactKeys,
 ) -> Result<Vec<SubjectRef>, AppError> {
+    find_subjects_by_hash(pool, agency_id, &key_texts(keys)).await
+}
+
+async fn find_subjects_by_hash(
+    pool: &PgPool,
+    agency_id: AgencyId,
+    keys: &[String],
+) -> Result<Vec<SubjectRef>, AppError> {
     let rows: Vec<(String, Uuid)> = sqlx::query_as(
         "SELECT DISTINCT subject_kind, subject_id FROM subject_contact_keys
           WHERE agency_id = $1 AND contact_key = ANY($2)
           ORDER BY subject_kind, subject_id",
     )
     .bind(agency_id.0)
-    .bind(key_texts(keys))
+    .bind(keys)
     .fetch_all(pool)
     .await
     .map_err(unavailable)?;
@@ -176,23 +184,19 @@ pub async fn erase(
 ) -> Result<(Uuid, Vec<SubjectRef>), AppError> {
     let agency_id = metadata.agency_id;
     let pool = app.pool();
-    let subjects = find_subjects(pool, agency_id, keys).await?;
-    let ids: Vec<Uuid> = subjects.iter().map(|subject| subject.id).collect();
+    let found = find_subjects(pool, agency_id, keys).await?;
+    let found_ids: Vec<Uuid> = found.iter().map(|subject| subject.id).collect();
     let request_id = Uuid::now_v7();
 
     let mut transaction = pool.begin().await.map_err(unavailable)?;
     // Every keyed hash of these subjects, not only the ones asked for: a person erased by
-    // e-mail address loses the hash of their phone number too.
-    let all_keys: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT contact_key FROM subject_contact_keys
-          WHERE agency_id = $1 AND (subject_id = ANY($2) OR contact_key = ANY($3))",
-    )
-    .bind(agency_id.0)
-    .bind(&ids)
-    .bind(key_texts(keys))
-    .fetch_all(&mut *transaction)
-    .await
-    .map_err(unavailable)?;
+    // e-mail address loses the hash of their phone number too, and the records that share
+    // that phone number are erased with them (one step, not the transitive closure).
+    let request_keys = key_texts(keys);
+    let found_keys = subject_keys(&mut transaction, agency_id, &found_ids, &request_keys).await?;
+    let subjects = find_subjects_by_hash(pool, agency_id, &found_keys).await?;
+    let ids: Vec<Uuid> = subjects.iter().map(|subject| subject.id).collect();
+    let all_keys = subject_keys(&mut transaction, agency_id, &ids, &request_keys).await?;
 
     destroy_data_keys(&mut transaction, agency_id, &ids).await?;
     remove_keyed_hashes(&mut transaction, agency_id, &ids, &all_keys).await?;
@@ -221,6 +225,30 @@ pub async fn erase(
         .await?;
     tracing::info!(%agency_id, %request_id, subjects = subjects.len(), "subjects erased");
     Ok((request_id, subjects))
+}
+
+/// Returns the keyed hashes of the subjects `ids` together with `extra`.
+async fn subject_keys(
+    transaction: &mut Transaction<'_, Postgres>,
+    agency_id: AgencyId,
+    ids: &[Uuid],
+    extra: &[String],
+) -> Result<Vec<String>, AppError> {
+    let mut keys: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT contact_key FROM subject_contact_keys
+          WHERE agency_id = $1 AND subject_id = ANY($2)",
+    )
+    .bind(agency_id.0)
+    .bind(ids)
+    .fetch_all(&mut **transaction)
+    .await
+    .map_err(unavailable)?;
+    for key in extra {
+        if !keys.contains(key) {
+            keys.push(key.clone());
+        }
+    }
+    Ok(keys)
 }
 
 /// Destroys the data keys of `ids`. A subject without a key row gets a destroyed one, so
