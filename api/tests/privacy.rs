@@ -357,6 +357,30 @@ async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
     assert_eq!(submitted["candidate"]["name"], json!("[erased]"));
     assert_eq!(submitted["note"], json!("[erased]"));
 
+    let stored_responses: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM idempotency_records WHERE agency_id = $1 ORDER BY key")
+            .bind(setup.agency.agency_id.0)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_responses, ["enrol-ambassador-1"]);
+    let indexed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM subject_contact_keys WHERE subject_id = $1")
+            .bind(Uuid::parse_str(&setup.referral_id).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(indexed, 0);
+    let hashed_claims: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM candidate_claims
+          WHERE referral_id = $1 AND contact_key NOT LIKE 'erased:%'",
+    )
+    .bind(Uuid::parse_str(&setup.referral_id).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(hashed_claims, 0);
+
     let erasures: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events
           WHERE agency_id = $1 AND aggregate_type = 'privacy_record'
