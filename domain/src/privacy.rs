@@ -248,3 +248,69 @@ impl Aggregate for PrivacyRecord {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erasure(agency_id: AgencyId) -> PrivacyCommand {
+        PrivacyCommand::RecordErasure {
+            agency_id,
+            subjects: vec![SubjectRef {
+                kind: SubjectKind::Candidate,
+                id: uuid::Uuid::now_v7(),
+            }],
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn erasure_record_belongs_to_agency() {
+        let agency_id = AgencyId(uuid::Uuid::now_v7());
+        let mut record = PrivacyRecord::default();
+
+        let event = record.decide(erasure(agency_id)).unwrap();
+        record.apply(event);
+
+        assert_eq!(record.agency_id(), Some(agency_id));
+    }
+
+    #[test]
+    fn deletion_record_belongs_to_platform() {
+        let mut record = PrivacyRecord::default();
+        let command = PrivacyCommand::RecordAgencyDeletion {
+            agency_id: AgencyId(uuid::Uuid::now_v7()),
+            rows: 12,
+            at: Utc::now(),
+        };
+
+        let event = record.decide(command).unwrap();
+        record.apply(event);
+
+        assert_eq!(record.agency_id(), Some(PLATFORM_AGENCY));
+    }
+
+    #[test]
+    fn record_is_written_once() {
+        let agency_id = AgencyId(uuid::Uuid::now_v7());
+        let mut record = PrivacyRecord::default();
+        let event = record.decide(erasure(agency_id)).unwrap();
+        record.apply(event);
+
+        let again = record.decide(erasure(agency_id));
+
+        assert!(
+            matches!(again, Err(DomainError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn platform_tenant_is_rejected() {
+        let record = PrivacyRecord::default();
+
+        let outcome = record.decide(erasure(PLATFORM_AGENCY));
+
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+}
