@@ -29,7 +29,7 @@ pub enum SubjectKind {
 }
 
 impl SubjectKind {
-    /// The kind's name in storage and in responses.
+    /// Returns the kind's name in storage and in responses.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {

@@ -43,7 +43,7 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    /// The kind's name in storage and in responses.
+    /// Returns the kind's name in storage and in responses.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Access => "access",
