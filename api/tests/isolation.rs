@@ -89,8 +89,26 @@ async fn create_resources(api: &TestApi, agency: &TestAgency) -> Resources {
     .await
     .unwrap();
 
+    let (_, auditor) = api.user(agency, &[Role::ComplianceAuditor]).await;
+    let subject_request = api
+        .call(
+            Method::POST,
+            "/v1/privacy/subject-requests",
+            Some(&auditor),
+            Some(json!({"kind": "access", "email": "grace.birch@example.org"})),
+        )
+        .await;
+    assert_eq!(
+        subject_request.status,
+        StatusCode::CREATED,
+        "{}",
+        subject_request.body
+    );
+    let subject_request_id = subject_request.body["id"].as_str().unwrap().to_owned();
+
     let ids = HashMap::from([
         ("programs", program_id.clone()),
+        ("privacy", subject_request_id),
         ("ambassadors", ambassador_id.clone()),
         ("referrals", referral_id),
         ("payouts", payout_id.to_string()),

@@ -15,6 +15,7 @@ pub mod ambassador;
 pub mod error;
 pub mod ids;
 pub mod payout;
+pub mod privacy;
 pub mod program;
 pub mod referral;
 pub mod role;

@@ -15,6 +15,7 @@ use referrals_domain::ambassador::{
 };
 use referrals_domain::ids::{AgencyId, AmbassadorId, PayoutId, ProgramId, ReferralId};
 use referrals_domain::payout::{Payout, PayoutCommand, RequestPayout, Requester};
+use referrals_domain::privacy::{PrivacyRecord, SubjectKind};
 use referrals_domain::program::{CreateProgram, Program, ProgramCommand};
 use referrals_domain::referral::{
     assess_eligibility, AmbassadorSnapshot, Eligibility, ProgramSnapshot, Referral,
@@ -164,6 +165,8 @@ pub struct Application {
     pub referrals: AggregateStore<Referral>,
     /// Payouts.
     pub payouts: AggregateStore<Payout>,
+    /// Records of subject requests and agency off-boarding.
+    pub privacy: AggregateStore<PrivacyRecord>,
 }
 
 impl Application {
@@ -182,6 +185,7 @@ impl Application {
             ambassadors: AggregateStore::new(pool.clone(), ()),
             referrals: AggregateStore::new(pool.clone(), referral_services),
             payouts: AggregateStore::new(pool.clone(), payout_services),
+            privacy: AggregateStore::new(pool.clone(), ()),
             pool,
         }
     }
@@ -327,6 +331,22 @@ impl Application {
             .personal
             .seal_contact(metadata.agency_id, ambassador_id.0, &ambassador.contact)
             .await?;
+        let contact_keys = self
+            .personal
+            .contact_keys(
+                metadata.agency_id,
+                ambassador.contact.email.as_ref(),
+                ambassador.contact.phone.as_ref(),
+            )
+            .await?;
+        crate::privacy::index_subject(
+            &self.pool,
+            metadata.agency_id,
+            SubjectKind::Ambassador,
+            ambassador_id.0,
+            &contact_keys,
+        )
+        .await?;
         let command = AmbassadorCommand::EnrollAmbassador(EnrollAmbassador {
             ambassador_id,
             agency_id: metadata.agency_id,
@@ -371,6 +391,18 @@ impl Application {
         let (name, email, phone) = self
             .seal_ambassador_contact(agency_id, ambassador_id, &changes)
             .await?;
+        let contact_keys = self
+            .personal
+            .contact_keys(agency_id, changes.email.as_ref(), changes.phone.as_ref())
+            .await?;
+        crate::privacy::index_subject(
+            &self.pool,
+            agency_id,
+            SubjectKind::Ambassador,
+            ambassador_id.0,
+            &contact_keys,
+        )
+        .await?;
 
         let command = AmbassadorCommand::UpdateAmbassador(UpdateAmbassador {
             name,
@@ -568,6 +600,14 @@ impl Application {
             .personal
             .seal_contact(agency_id, referral_id.0, &referral.candidate)
             .await?;
+        crate::privacy::index_subject(
+            &self.pool,
+            agency_id,
+            SubjectKind::Candidate,
+            referral_id.0,
+            &candidate_keys,
+        )
+        .await?;
         let note = match &referral.note {
             Some(note) => Some(
                 self.personal

@@ -147,6 +147,15 @@ impl KeyVault {
         }
     }
 
+    /// Drops the cached agency key of a deleted agency, so that this process cannot
+    /// compute keyed hashes with it any more.
+    pub fn forget_agency(&self, agency_id: AgencyId) {
+        self.agency_keys
+            .write()
+            .expect("agency key cache lock poisoned")
+            .remove(&agency_id);
+    }
+
     /// Returns the agency's key for keyed hashes, creating it on first use.
     ///
     /// # Errors

@@ -4,6 +4,7 @@ use referrals_domain::agency::Agency;
 use referrals_domain::ambassador::Ambassador;
 use referrals_domain::ids::AgencyId;
 use referrals_domain::payout::Payout;
+use referrals_domain::privacy::PrivacyRecord;
 use referrals_domain::program::Program;
 use referrals_domain::referral::Referral;
 use referrals_domain::user::User;
@@ -20,7 +21,7 @@ macro_rules! tenanted_by_accessor {
     )+};
 }
 
-tenanted_by_accessor!(Agency, Program, Ambassador, Referral, Payout);
+tenanted_by_accessor!(Agency, Program, Ambassador, Referral, Payout, PrivacyRecord);
 
 /// A platform operator has no agency; its events are stored under `PLATFORM_AGENCY`.
 impl Tenanted for User {

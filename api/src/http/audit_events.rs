@@ -54,13 +54,14 @@ pub struct AuditEvent {
 /// The columns [`AuditEvent::from_row`] reads, plus the global order. Payload and metadata
 /// are read as their stored text: a cast to `jsonb` would reject the escape `\u0000`, which
 /// `json` accepts, and fail the whole page or export.
-const EVENT_COLUMNS: &str = "aggregate_type, aggregate_id, sequence, event_type, event_version, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "aggregate_type, aggregate_id, sequence, event_type, event_version, \
      recorded_at, metadata::text AS metadata, payload::text AS payload, \
      encode(hash, 'hex') AS hash, position, transaction_id::text AS transaction_id";
 
 impl AuditEvent {
     /// Builds an event from a row selected with [`EVENT_COLUMNS`].
-    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+    pub(crate) fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         let metadata = json_column(row, "metadata")?;
         let text = |name: &str| {
             metadata

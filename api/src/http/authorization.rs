@@ -116,6 +116,16 @@ pub const ROUTE_ACTIONS: &[(&str, &str, Action)] = &[
         Action::ExportAgency,
     ),
     ("DELETE", "/v1/platform/agencies/{id}", Action::DeleteAgency),
+    (
+        "POST",
+        "/v1/privacy/subject-requests",
+        Action::HandleSubjectRequests,
+    ),
+    (
+        "GET",
+        "/v1/privacy/subject-requests/{id}",
+        Action::HandleSubjectRequests,
+    ),
     ("POST", "/v1/users", Action::InviteUser),
     ("GET", "/v1/users", Action::ListUsers),
     ("PUT", "/v1/users/{id}/roles", Action::ChangeRoles),

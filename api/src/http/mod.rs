@@ -20,10 +20,12 @@ pub mod edge;
 pub mod idempotency;
 pub mod json;
 pub mod known_candidates;
+pub mod offboarding;
 pub mod operations;
 pub mod payout_exports;
 pub mod payouts;
 pub mod platform;
+pub mod privacy;
 pub mod problem;
 pub mod programs;
 pub mod referrals;
@@ -108,6 +110,7 @@ pub struct RequestIds {
         (name = "imports", description = "CSV imports of timesheets and known candidates"),
         (name = "analytics", description = "Read models without personal data"),
         (name = "audit", description = "Event history and tamper evidence, for compliance auditors"),
+        (name = "privacy", description = "Subject requests: access and erasure, for compliance auditors"),
     )
 )]
 struct ApiDoc;
@@ -136,6 +139,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sessions::routes())
         .merge(users::routes())
         .merge(platform::routes())
+        .merge(offboarding::routes())
+        .merge(privacy::routes())
         .merge(programs::routes())
         .merge(ambassadors::routes())
         .merge(referrals::routes())

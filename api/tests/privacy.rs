@@ -1,0 +1,972 @@
+//! Subject requests (erasure and access) and agency off-boarding (export and deletion),
+//! through the real router. Erasure tests search a `pg_dump` of the whole test database
+//! and the captured log output for the erased person's data.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use chrono::Utc;
+use common::{unique_email, Reply, TestAgency, TestApi, PASSWORD};
+use referrals_domain::ids::PLATFORM_AGENCY;
+use referrals_domain::role::Role;
+use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::status::projection_status;
+use referrals_store::accounts::totp;
+use referrals_store::event_store::{Actor, CommandMetadata};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const CANDIDATE_NAME: &str = "Zoë Ångström-Quill";
+const CANDIDATE_EMAIL: &str = "zoe.quill@example.org";
+const CANDIDATE_PHONE: &str = "+12025550143";
+const CANDIDATE_NOTE: &str = "Met Zoë at the harbour depot";
+const AMBASSADOR_NAME: &str = "Bartholomew Nkemelu";
+const AMBASSADOR_EMAIL: &str = "bart.nkemelu@example.net";
+const AMBASSADOR_PHONE: &str = "+13125550177";
+
+/// An agency with a recruiter, an auditor, a program with a hire bonus, an ambassador and
+/// one hired referral with a pending payout.
+struct Setup {
+    api: TestApi,
+    agency: TestAgency,
+    recruiter: String,
+    auditor: String,
+    program_id: String,
+    ambassador_id: String,
+    referral_id: String,
+}
+
+async fn setup(pool: &PgPool) -> Setup {
+    let api = TestApi::new(pool);
+    let agency = api.agency().await;
+    let (_, recruiter) = api.user(&agency, &[Role::Recruiter]).await;
+    let (_, auditor) = api.user(&agency, &[Role::ComplianceAuditor]).await;
+
+    let program = json!({
+        "name": "Harbour referrals",
+        "terms": {"bonus_schedule": [{"trigger": "hired", "threshold": 0, "amount": 25000}]}
+    });
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/programs",
+            Some(&agency.admin_token),
+            Some(program),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let program_id = id_of(&reply);
+
+    let ambassador = json!({
+        "name": AMBASSADOR_NAME,
+        "email": AMBASSADOR_EMAIL,
+        "phone": AMBASSADOR_PHONE,
+        "kind": "field_worker"
+    });
+    // Sent with an idempotency key, so that a stored response names the ambassador.
+    let reply = api
+        .send(
+            Method::POST,
+            "/v1/ambassadors",
+            Some(&recruiter),
+            Some(ambassador),
+            &[("Idempotency-Key", "enrol-ambassador-1")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let ambassador_id = id_of(&reply);
+
+    let referral = json!({
+        "program_id": program_id,
+        "ambassador_id": ambassador_id,
+        "candidate": {"name": CANDIDATE_NAME, "email": CANDIDATE_EMAIL, "phone": CANDIDATE_PHONE},
+        "job_reference": "Crane operator",
+        "note": CANDIDATE_NOTE
+    });
+    let reply = api
+        .send(
+            Method::POST,
+            "/v1/referrals",
+            Some(&recruiter),
+            Some(referral),
+            &[("Idempotency-Key", "submit-referral-1")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let referral_id = id_of(&reply);
+
+    let hire = json!({"start_date": "2026-01-05", "job_title": "Crane operator", "client_name": "Port Authority"});
+    let reply = api
+        .call(
+            Method::POST,
+            &format!("/v1/referrals/{referral_id}/hire"),
+            Some(&recruiter),
+            Some(hire),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    catch_up(pool).await;
+
+    Setup {
+        api,
+        agency,
+        recruiter,
+        auditor,
+        program_id,
+        ambassador_id,
+        referral_id,
+    }
+}
+
+fn id_of(reply: &Reply) -> String {
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Applies every committed event to every read model, repeating while other tests'
+/// transactions hold the read horizon back (bounded to 300 passes of 50 ms each).
+async fn catch_up(pool: &PgPool) {
+    let runner = ProjectionRunner::new(pool.clone());
+    for projection in referrals_projections::models::all() {
+        let mut caught_up = false;
+        for _ in 0..300 {
+            runner.catch_up(projection.as_ref()).await.unwrap();
+            let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
+            if status.events_behind == 0 {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(caught_up, "{} did not catch up", projection.name());
+    }
+}
+
+/// Referral count, payout total and ambassador summary counts of an agency.
+async fn totals(pool: &PgPool, agency: &TestAgency) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM read_models.referral_board WHERE agency_id = $1),
+                (SELECT coalesce(sum(amount), 0)::bigint FROM read_models.payout_ledger
+                  WHERE agency_id = $1),
+                (SELECT coalesce(sum(referrals_submitted), 0)::bigint
+                   FROM read_models.ambassador_summaries WHERE agency_id = $1),
+                (SELECT count(*) FROM analytics.payout_facts WHERE agency_id = $1)",
+    )
+    .bind(agency.agency_id.0)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Log output captured by the global tracing subscriber of this test binary: every test
+/// of the binary writes into it, so a test searches the lines of its neighbours too.
+/// A global subscriber, unlike one per thread, cannot miss events when tracing caches
+/// its per-callsite interest while another test's thread-local subscriber is gone.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// Returns the binary's capture, installing the subscriber (every level) on first use.
+    fn install() -> CapturedLogs {
+        static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = CapturedLogs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            logs
+        })
+        .clone()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The whole test database as `pg_dump` writes it.
+async fn dump_database(pool: &PgPool) -> String {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let output = std::process::Command::new("/usr/bin/pg_dump")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5432",
+            "--username",
+            "postgres",
+        ])
+        .args(["--no-owner", "--dbname", &database])
+        .output()
+        .expect("running /usr/bin/pg_dump");
+    assert!(
+        output.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The forms in which the product could write `text`: as given, lower-cased, and
+/// JSON-escaped with non-ASCII characters as `\u` escapes (as PostgreSQL's `json` keeps
+/// them when a client sends them so).
+fn stored_forms(text: &str) -> Vec<String> {
+    let escaped: String = text
+        .chars()
+        .map(|character| {
+            if character.is_ascii() {
+                character.to_string()
+            } else {
+                format!("\\u{:04x}", u32::from(character))
+            }
+        })
+        .collect();
+    let json = serde_json::to_string(text).unwrap();
+    vec![
+        text.to_owned(),
+        text.to_lowercase(),
+        json.trim_matches('"').to_owned(),
+        escaped.clone(),
+        escaped.to_lowercase(),
+    ]
+}
+
+/// Asserts that none of `values`, in any stored form, occurs in `haystack`.
+fn assert_absent(haystack: &str, values: &[&str], place: &str) {
+    for value in values {
+        for form in stored_forms(value) {
+            assert!(
+                !haystack.contains(&form),
+                "{place} still contains {form:?} (a form of {value:?})"
+            );
+        }
+    }
+}
+
+async fn subject_request(api: &TestApi, token: &str, body: Value) -> Reply {
+    api.call(
+        Method::POST,
+        "/v1/privacy/subject-requests",
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+async fn verify(api: &TestApi, auditor: &str) -> Reply {
+    api.call(
+        Method::POST,
+        "/v1/audit/verify?full=true",
+        Some(auditor),
+        None,
+    )
+    .await
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
+    let logs = CapturedLogs::install();
+    let setup = setup(&pool).await;
+    let before = totals(&pool, &setup.agency).await;
+    let dump = dump_database(&pool).await;
+    assert!(
+        dump.contains(&setup.referral_id),
+        "the dump is expected to contain the referral's id"
+    );
+
+    let reply = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "erasure", "email": CANDIDATE_EMAIL.to_uppercase()}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["subjects_found"], json!(1));
+    catch_up(&pool).await;
+
+    let dump = dump_database(&pool).await;
+    let erased = [
+        CANDIDATE_NAME,
+        CANDIDATE_EMAIL,
+        CANDIDATE_PHONE,
+        CANDIDATE_NOTE,
+    ];
+    assert_absent(&dump, &erased, "the database dump");
+    let log_output = logs.text();
+    assert!(
+        log_output.contains("subjects erased"),
+        "the log capture recorded nothing of the erasure"
+    );
+    assert_absent(&log_output, &erased, "the log output");
+    assert_eq!(totals(&pool, &setup.agency).await, before);
+
+    let report = verify(&setup.api, &setup.auditor).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert_eq!(report.body["ok"], json!(true), "{}", report.body);
+
+    let referral = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/referrals/{}", setup.referral_id),
+            Some(&setup.recruiter),
+            None,
+        )
+        .await;
+    assert_eq!(referral.status, StatusCode::OK, "{}", referral.body);
+    assert_eq!(referral.body["candidate"]["name"], json!("[erased]"));
+    assert_eq!(referral.body["candidate"]["erased"], json!(true));
+    assert_eq!(referral.body["status"], json!("completed"));
+
+    let history = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/audit/referral/{}/events", setup.referral_id),
+            Some(&setup.auditor),
+            None,
+        )
+        .await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.body);
+    let submitted = &history.body["items"][0]["payload"]["ReferralSubmitted"];
+    assert_eq!(submitted["candidate"]["name"], json!("[erased]"));
+    assert_eq!(submitted["note"], json!("[erased]"));
+
+    let stored_responses: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM idempotency_records WHERE agency_id = $1 ORDER BY key")
+            .bind(setup.agency.agency_id.0)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_responses, ["enrol-ambassador-1"]);
+    let indexed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM subject_contact_keys WHERE subject_id = $1")
+            .bind(Uuid::parse_str(&setup.referral_id).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(indexed, 0);
+    let hashed_claims: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM candidate_claims
+          WHERE referral_id = $1 AND contact_key NOT LIKE 'erased:%'",
+    )
+    .bind(Uuid::parse_str(&setup.referral_id).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(hashed_claims, 0);
+
+    let erasures: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE agency_id = $1 AND aggregate_type = 'privacy_record'
+            AND event_type = 'SubjectsErased'",
+    )
+    .bind(setup.agency.agency_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(erasures, 1);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn later_referral_of_erased_candidate_is_new(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let reply = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "erasure", "phone": CANDIDATE_PHONE}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+
+    let referral = json!({
+        "program_id": setup.program_id,
+        "ambassador_id": setup.ambassador_id,
+        "candidate": {"name": CANDIDATE_NAME, "email": CANDIDATE_EMAIL}
+    });
+    let reply = setup
+        .api
+        .call(
+            Method::POST,
+            "/v1/referrals",
+            Some(&setup.recruiter),
+            Some(referral),
+        )
+        .await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["status"], json!("submitted"), "{}", reply.body);
+    assert_eq!(reply.body["candidate"]["name"], json!(CANDIDATE_NAME));
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn erasure_covers_record_sharing_phone(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let duplicate = json!({
+        "program_id": setup.program_id,
+        "ambassador_id": setup.ambassador_id,
+        "candidate": {"name": "Z. Quill", "phone": CANDIDATE_PHONE}
+    });
+    let reply = setup
+        .api
+        .call(
+            Method::POST,
+            "/v1/referrals",
+            Some(&setup.recruiter),
+            Some(duplicate),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["status"], json!("duplicate"), "{}", reply.body);
+    let duplicate_id = id_of(&reply);
+
+    let erasure = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "erasure", "email": CANDIDATE_EMAIL}),
+    )
+    .await;
+
+    assert_eq!(erasure.status, StatusCode::CREATED, "{}", erasure.body);
+    assert_eq!(erasure.body["subjects_found"], json!(2), "{}", erasure.body);
+    let read = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/referrals/{duplicate_id}"),
+            Some(&setup.recruiter),
+            None,
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["candidate"]["name"], json!("[erased]"));
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
+    let logs = CapturedLogs::install();
+    let setup = setup(&pool).await;
+    let before = totals(&pool, &setup.agency).await;
+
+    let reply = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "erasure", "phone": "(312) 555-0177"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["subjects_found"], json!(1));
+    catch_up(&pool).await;
+
+    let dump = dump_database(&pool).await;
+    let erased = [AMBASSADOR_NAME, AMBASSADOR_EMAIL, AMBASSADOR_PHONE];
+    assert_absent(&dump, &erased, "the database dump");
+    let log_output = logs.text();
+    assert!(
+        log_output.contains("subjects erased"),
+        "the log capture recorded nothing of the erasure"
+    );
+    assert_absent(&log_output, &erased, "the log output");
+    assert_eq!(totals(&pool, &setup.agency).await, before);
+
+    let report = verify(&setup.api, &setup.auditor).await;
+    assert_eq!(report.body["ok"], json!(true), "{}", report.body);
+
+    let ambassador = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/ambassadors/{}", setup.ambassador_id),
+            Some(&setup.recruiter),
+            None,
+        )
+        .await;
+    assert_eq!(ambassador.status, StatusCode::OK, "{}", ambassador.body);
+    assert_eq!(ambassador.body["name"], json!("[erased]"));
+    // The candidate the ambassador referred is another person and keeps their data.
+    let referral = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/referrals/{}", setup.referral_id),
+            Some(&setup.recruiter),
+            None,
+        )
+        .await;
+    assert_eq!(referral.body["candidate"]["name"], json!(CANDIDATE_NAME));
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn access_returns_contact_and_referrals(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let reply = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "access", "email": CANDIDATE_EMAIL}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body.get("export"), None, "{}", reply.body);
+    let request_id = id_of(&reply);
+    let path = format!("/v1/privacy/subject-requests/{request_id}");
+
+    let read = setup
+        .api
+        .call(Method::GET, &path, Some(&setup.auditor), None)
+        .await;
+
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["kind"], json!("access"));
+    assert_eq!(read.body["status"], json!("completed"));
+    let subjects = read.body["export"]["subjects"].as_array().unwrap();
+    assert_eq!(subjects.len(), 1, "{}", read.body);
+    let candidate = &subjects[0];
+    assert_eq!(candidate["kind"], json!("candidate"));
+    assert_eq!(candidate["contact"]["name"], json!(CANDIDATE_NAME));
+    assert_eq!(candidate["contact"]["email"], json!(CANDIDATE_EMAIL));
+    assert_eq!(candidate["contact"]["phone"], json!(CANDIDATE_PHONE));
+    assert_eq!(candidate["referral"]["id"], json!(setup.referral_id));
+    assert_eq!(candidate["referral"]["note"], json!(CANDIDATE_NOTE));
+    assert_eq!(candidate["referral"]["board"]["status"], json!("completed"));
+    assert_eq!(candidate["payouts"].as_array().unwrap().len(), 1);
+
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM access_log
+          WHERE subject_id = $1 AND endpoint = 'GET /v1/privacy/subject-requests/{id}'",
+    )
+    .bind(Uuid::parse_str(&setup.referral_id).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(logged, 1);
+    let sealed: String =
+        sqlx::query_scalar("SELECT sealed_export FROM subject_requests WHERE request_id = $1")
+            .bind(Uuid::parse_str(&request_id).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(sealed.starts_with("v1."), "the stored export is not sealed");
+
+    let other = setup.api.agency().await;
+    let (_, other_auditor) = setup.api.user(&other, &[Role::ComplianceAuditor]).await;
+    let foreign = setup
+        .api
+        .call(Method::GET, &path, Some(&other_auditor), None)
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{}", foreign.body);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn access_of_ambassador_lists_referrals_made(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let reply = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "access", "email": AMBASSADOR_EMAIL}),
+    )
+    .await;
+    let path = format!("/v1/privacy/subject-requests/{}", id_of(&reply));
+    let read = setup
+        .api
+        .call(Method::GET, &path, Some(&setup.auditor), None)
+        .await;
+
+    let ambassador = &read.body["export"]["subjects"][0];
+    assert_eq!(ambassador["kind"], json!("ambassador"), "{}", read.body);
+    assert_eq!(ambassador["contact"]["name"], json!(AMBASSADOR_NAME));
+    let referrals_made = ambassador["referrals_made"].as_array().unwrap();
+    assert_eq!(referrals_made.len(), 1);
+    assert_eq!(referrals_made[0]["referral_id"], json!(setup.referral_id));
+    // The referred candidate is another person: their name is not in this export.
+    assert!(!read.body.to_string().contains(CANDIDATE_NAME));
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn erasure_destroys_earlier_access_export(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let access = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "access", "email": CANDIDATE_EMAIL}),
+    )
+    .await;
+    let path = format!("/v1/privacy/subject-requests/{}", id_of(&access));
+    subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "erasure", "email": CANDIDATE_EMAIL}),
+    )
+    .await;
+
+    let read = setup
+        .api
+        .call(Method::GET, &path, Some(&setup.auditor), None)
+        .await;
+
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["status"], json!("erased"));
+    assert_eq!(read.body.get("export"), None);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn subject_request_input_is_checked(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let cases = [
+        (json!({"kind": "erasure"}), Some("contact_missing")),
+        (
+            json!({"kind": "forget", "email": CANDIDATE_EMAIL}),
+            Some("invalid_kind"),
+        ),
+        (json!({"kind": "access", "email": "not-an-address"}), None),
+    ];
+    for (body, code) in cases {
+        let reply = subject_request(&setup.api, &setup.auditor, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        assert!(
+            !reply.body.to_string().contains("not-an-address"),
+            "the error repeats the submitted address"
+        );
+        if let Some(code) = code {
+            assert_eq!(reply.body["code"], json!(code), "{}", reply.body);
+        }
+    }
+
+    let recruiter = subject_request(
+        &setup.api,
+        &setup.recruiter,
+        json!({"kind": "access", "email": CANDIDATE_EMAIL}),
+    )
+    .await;
+    assert_eq!(recruiter.status, StatusCode::FORBIDDEN);
+    let unknown = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/privacy/subject-requests/{}", Uuid::now_v7()),
+            Some(&setup.auditor),
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+/// Invites a platform operator, accepts and signs in over HTTP, and returns the token.
+async fn operator_token(api: &TestApi) -> String {
+    let email = unique_email("operator");
+    let bootstrap = CommandMetadata::new(
+        PLATFORM_AGENCY,
+        Actor::System {
+            job: "test".to_owned(),
+        },
+    );
+    let invited = api
+        .accounts
+        .create_operator(&bootstrap, &email)
+        .await
+        .unwrap();
+    let accepted = api
+        .call(
+            Method::POST,
+            "/v1/auth/invitations/accept",
+            None,
+            Some(json!({"invite_token": invited.invite_token.expose(), "password": PASSWORD})),
+        )
+        .await;
+    let secret = accepted.body["totp_secret"].as_str().unwrap().to_owned();
+    let code = totp::code_at(&secret, Utc::now()).unwrap();
+    let session = api
+        .call(
+            Method::POST,
+            "/v1/auth/sessions",
+            None,
+            Some(json!({"email": email.as_str(), "password": PASSWORD, "totp": code})),
+        )
+        .await;
+    assert_eq!(session.status, StatusCode::CREATED, "{}", session.body);
+    session.body["token"].as_str().unwrap().to_owned()
+}
+
+/// Sends a request and returns the status, the content type and the raw body.
+async fn raw_call(
+    api: &TestApi,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> (StatusCode, String, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        content_type,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+/// Splits a multipart/mixed body into (file name, content) pairs.
+fn parts(content_type: &str, body: &str) -> Vec<(String, String)> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("a multipart boundary");
+    body.split(&format!("--{boundary}"))
+        .filter_map(|part| {
+            let part = part.strip_prefix("\r\n")?;
+            let (headers, content) = part.split_once("\r\n\r\n")?;
+            let name = headers.split("filename=\"").nth(1)?.split('"').next()?;
+            Some((name.to_owned(), content.trim_end_matches("\r\n").to_owned()))
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let other = setup.api.agency().await;
+    let (_, other_auditor) = setup.api.user(&other, &[Role::ComplianceAuditor]).await;
+    let operator = operator_token(&setup.api).await;
+    let agency_id = setup.agency.agency_id.0;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE agency_id = $1")
+        .bind(agency_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let (status, content_type, body) = raw_call(
+        &setup.api,
+        Method::POST,
+        &format!("/v1/platform/agencies/{agency_id}/export"),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        content_type.starts_with("multipart/mixed"),
+        "{content_type}"
+    );
+    let files = parts(&content_type, &body);
+    let (name, ndjson) = &files[0];
+    assert_eq!(name, "events.ndjson");
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(i64::try_from(lines.len()).unwrap(), events);
+    assert!(
+        ndjson.contains(CANDIDATE_NAME),
+        "events lack the opened candidate name"
+    );
+    assert!(
+        ndjson.contains(AMBASSADOR_EMAIL),
+        "events lack the opened ambassador e-mail"
+    );
+    let board = files
+        .iter()
+        .find(|(name, _)| name == "read_models.referral_board.csv")
+        .expect("a referral board CSV");
+    assert!(board.1.starts_with("referral_id,"), "{}", board.1);
+    assert!(board.1.contains(CANDIDATE_NAME), "{}", board.1);
+    assert!(files
+        .iter()
+        .any(|(name, _)| name == "read_models.payout_ledger.csv"));
+
+    let (status, _, body) = raw_call(
+        &setup.api,
+        Method::DELETE,
+        &format!("/v1/platform/agencies/{agency_id}"),
+        &operator,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT columns.table_schema::text, columns.table_name::text
+           FROM information_schema.columns AS columns
+           JOIN information_schema.tables AS tables USING (table_schema, table_name)
+          WHERE columns.column_name = 'agency_id' AND tables.table_type = 'BASE TABLE'
+            AND columns.table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(tables.iter().any(|(_, table)| table == "data_keys"));
+    assert!(tables.iter().any(|(_, table)| table == "agency_keys"));
+    for (schema, table) in &tables {
+        let remaining: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE agency_id = $1"
+        ))
+        .bind(agency_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            remaining, 0,
+            "{schema}.{table} still has rows of the agency"
+        );
+    }
+    let summaries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM read_models.ambassador_summary_referrals WHERE ambassador_id = $1",
+    )
+    .bind(Uuid::parse_str(&setup.ambassador_id).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(summaries, 0);
+    let snapshots: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE aggregate_id = $1")
+            .bind(&setup.referral_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(snapshots, 0);
+
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events
+          WHERE agency_id = $1 AND aggregate_type = 'privacy_record' ORDER BY position",
+    )
+    .bind(PLATFORM_AGENCY.0)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, ["AgencyExported", "AgencyDeleted"]);
+
+    let report = verify(&setup.api, &other_auditor).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert_eq!(report.body["ok"], json!(true), "{}", report.body);
+    let again = setup
+        .api
+        .call(
+            Method::DELETE,
+            &format!("/v1/platform/agencies/{agency_id}"),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    // The deleted agency's users can no longer use their sessions.
+    let deleted_session = setup
+        .api
+        .call(Method::GET, "/v1/me", Some(&setup.recruiter), None)
+        .await;
+    assert_eq!(deleted_session.status, StatusCode::UNAUTHORIZED);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn offboarding_needs_platform_operator(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let agency_id = setup.agency.agency_id.0;
+    for (method, path) in [
+        (
+            Method::POST,
+            format!("/v1/platform/agencies/{agency_id}/export"),
+        ),
+        (Method::DELETE, format!("/v1/platform/agencies/{agency_id}")),
+    ] {
+        let reply = setup
+            .api
+            .call(method, &path, Some(&setup.agency.admin_token), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let still_there: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE agency_id = $1")
+        .bind(agency_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(still_there > 0);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn events_stay_append_only_outside_offboarding(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let error = sqlx::query("DELETE FROM events WHERE agency_id = $1")
+        .bind(setup.agency.agency_id.0)
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("append-only"), "{error}");
+
+    let mut transaction = pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('referrals.deleting_agency', $1, true)")
+        .bind(Uuid::now_v7().to_string())
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+    let error = sqlx::query("DELETE FROM events WHERE agency_id = $1")
+        .bind(setup.agency.agency_id.0)
+        .execute(&mut *transaction)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("append-only"), "{error}");
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn unique_violation_message_hides_key(pool: PgPool) {
+    let key = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let agency_id = Uuid::now_v7();
+    let insert = "INSERT INTO candidate_claims (agency_id, contact_key, referral_id, claimed_at)
+                  VALUES ($1, $2, $3, now())";
+    for attempt in 0..2 {
+        let outcome = sqlx::query(insert)
+            .bind(agency_id)
+            .bind(key)
+            .bind(Uuid::now_v7())
+            .execute(&pool)
+            .await;
+        if attempt == 0 {
+            outcome.unwrap();
+            continue;
+        }
+        // The service logs and reports database errors through their Display text, which
+        // contains PostgreSQL's message but not its DETAIL line with the key's value.
+        let error = outcome.unwrap_err();
+        assert!(
+            error.to_string().contains("candidate_claims_pkey"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains(key), "{error}");
+    }
+}
