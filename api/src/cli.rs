@@ -38,7 +38,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
         bind: std::net::SocketAddr,
-        /// Run only the API; leave the projection workers to other processes.
+        /// Run only the API; leave the projection workers, the scheduled rules and the
+        /// notification dispatcher to other processes.
         #[arg(long)]
         no_workers: bool,
     },
