@@ -62,6 +62,8 @@ pub enum Action {
     HandleSubjectRequests,
     /// Read and manage one's own account: profile, MFA, signing out.
     UseOwnAccount,
+    /// Read and change the agency's settings, such as texting.
+    ManageAgencySettings,
 }
 
 use Role::{
@@ -95,6 +97,7 @@ pub const PERMISSIONS: &[(Action, &[Role])] = &[
     (Action::ReadAudit, &[Auditor]),
     (Action::ReviewAccess, &[Auditor, Admin]),
     (Action::HandleSubjectRequests, &[Auditor]),
+    (Action::ManageAgencySettings, &[Admin]),
     (
         Action::UseOwnAccount,
         &[Operator, Admin, Recruiter, Approver, Auditor, Analyst],
@@ -116,6 +119,8 @@ pub const ROUTE_ACTIONS: &[(&str, &str, Action)] = &[
         Action::ExportAgency,
     ),
     ("DELETE", "/v1/platform/agencies/{id}", Action::DeleteAgency),
+    ("GET", "/v1/agency/texting", Action::ManageAgencySettings),
+    ("PUT", "/v1/agency/texting", Action::ManageAgencySettings),
     ("POST", "/v1/users", Action::InviteUser),
     ("GET", "/v1/users", Action::ListUsers),
     ("PUT", "/v1/users/{id}/roles", Action::ChangeRoles),
