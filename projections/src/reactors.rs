@@ -18,8 +18,8 @@ use crate::{Projection, ProjectionError, StoredEvent};
 /// Requests the payout of every payable milestone a referral reaches, and voids the
 /// unpaid payouts of a placement that ended within its guarantee period.
 ///
-/// Commands on referrals already do both right after they commit; this reactor is what
-/// makes them durable when a process stops between the two.
+/// Commands on referrals already do both right after they commit. This reactor makes
+/// them durable when a process stops between the two.
 pub struct PayoutRequester {
     app: Arc<Application>,
 }

@@ -715,8 +715,8 @@ impl Application {
         Ok(requested)
     }
 
-    /// The guarantee rule: when `events` contain a placement end within the guarantee
-    /// period, voids every payout of the referral's payable milestones that is not paid
+    /// Applies the guarantee rule: when `events` contain a placement end within the
+    /// guarantee period, voids every payout of the referral's payable milestones that is not paid
     /// yet (pending approval, approved or exported). Paid payouts stay paid, because a
     /// clawback is a person's decision (`ReversePayout`).
     ///
@@ -785,7 +785,7 @@ impl Application {
                 {
                     Ok(_) => {}
                     // A concurrent run or an approver settled the payout after it was
-                    // loaded; whatever it is now, it is no longer this rule's to void.
+                    // loaded. Whatever its status is now, this rule has nothing to void.
                     Err(AppError::Domain(DomainError::InvalidTransition { .. })) => continue,
                     Err(error) => return Err(error),
                 }

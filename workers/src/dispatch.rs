@@ -2,7 +2,7 @@
 //! time, sends through the channel's provider, and records the outcome.
 //!
 //! Delivery is at least once. A claim pushes the row's `next_attempt_at` ahead by
-//! [`CLAIM_LEASE`] so parallel dispatchers skip it; if the process dies before the
+//! [`CLAIM_LEASE`], so parallel dispatchers skip it. If the process dies before the
 //! outcome is written, the row falls due again after the lease and is sent again.
 //! Failed attempts back off exponentially, and after `max_attempts` failures the row
 //! is dead-lettered.
@@ -64,7 +64,7 @@ impl RetryPolicy {
     }
 }
 
-/// What one dispatch pass did.
+/// Counts of one dispatch pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchReport {
     /// Messages the provider accepted.

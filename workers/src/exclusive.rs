@@ -9,7 +9,7 @@ use std::future::Future;
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// Runs `job` if no other executor is running the job named `name`, and returns its
-/// output; returns `Ok(None)` without running it when another executor holds the job.
+/// output. Returns `Ok(None)` without running it when another executor is running it.
 ///
 /// # Errors
 /// Returns the database error when the lock cannot be queried.

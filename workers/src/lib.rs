@@ -34,7 +34,7 @@ pub const RULES_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the dispatcher looks for due outbox rows when the last pass found none.
 pub const DISPATCH_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The projections the workers need: the rule schedule and the outbox.
+/// Returns the projections the workers need: the rule schedule and the outbox.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(schedule::ReferralScheduleProjection),
@@ -42,8 +42,8 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
-/// Runs both rules every `interval` until `shutdown` turns true. A run that another
-/// instance already holds is skipped.
+/// Runs both rules every `interval` until `shutdown` turns true. A rule that another
+/// instance is running is skipped.
 pub async fn run_rules(
     rules: ReferralRules,
     interval: Duration,

@@ -36,7 +36,7 @@ impl Channel {
     }
 }
 
-/// Who a message goes to.
+/// Recipient of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Recipient {
     Ambassador(Uuid),
@@ -52,9 +52,9 @@ struct Notice {
     params: Value,
 }
 
-/// Writes `notifications.outbox` rows for the events that notify someone: to the
-/// ambassador when a referral is received, changes status or earns a bonus, and when
-/// a payout is paid; to the recruiter when a referral is assigned to them.
+/// Writes `notifications.outbox` rows for the events that notify someone. The
+/// ambassador hears when a referral is received, changes status or earns a bonus, and
+/// when a payout is paid. The recruiter hears when a referral is assigned to them.
 ///
 /// It keeps no tables of its own to rebuild: replaying events into the outbox would
 /// send everything again.

@@ -1,5 +1,5 @@
 //! Delivery providers: SendGrid for e-mail, TextUs for SMS, and a JSON Lines file sink
-//! that stands in for both when no provider is configured.
+//! that replaces either one when it is not configured.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub struct OutgoingMessage {
     pub body: String,
 }
 
-/// Why an attempt failed. The text names the provider status or transport error and
+/// Failure of one attempt. The text names the provider status or transport error and
 /// never the address.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -60,10 +60,10 @@ fn check_status(
     match response {
         Ok(response) if response.status().is_success() => Ok(()),
         Ok(response) => Err(SendError(format!(
-            "{provider} answered HTTP {}",
+            "{provider} returned HTTP {}",
             response.status().as_u16()
         ))),
-        // Without the URL: it is configuration, not news, and keeps logs short.
+        // Without the URL, which is configuration and would only lengthen the logs.
         Err(error) => Err(SendError(format!(
             "{provider} request failed: {}",
             error.without_url()
@@ -73,7 +73,7 @@ fn check_status(
 
 /// E-mail through the SendGrid v3 Mail Send API: `POST {base}/v3/mail/send` with a
 /// Bearer API key and a JSON body of `personalizations`, `from`, `subject` and
-/// `content`. SendGrid answers 202 when it accepts the message.
+/// `content`. SendGrid returns 202 when it accepts the message.
 pub struct SendGrid {
     client: reqwest::Client,
     url: String,
@@ -122,12 +122,13 @@ impl Provider for SendGrid {
 
 /// SMS through the TextUs API.
 ///
-/// The request shape follows the TextUs v2 API reference (the "Create and send a
-/// message" section of the TextUsBiz/slate repository on GitHub):
-/// `POST {base}/api/messages` with the JSON fields `content`, `receiver` (a phone
-/// number in international format, starting with `+`) and `sender` (the sending
-/// user's id or e-mail address), `Accept: application/vnd.textus-v2`, and HTTP Basic
-/// authentication with the account's username and API key.
+/// The request shape follows the "Create and send a message" section of the TextUs v2
+/// API reference, published in the TextUsBiz/slate repository on GitHub. The request is
+/// `POST {base}/api/messages` with the JSON fields `content`, `receiver` and `sender`.
+/// `receiver` is a phone number in international format, starting with `+`, and
+/// `sender` is the sending TextUs user's id or e-mail address. The request carries
+/// `Accept: application/vnd.textus-v2` and HTTP Basic authentication with the account's
+/// username and API key.
 pub struct TextUs {
     client: reqwest::Client,
     url: String,

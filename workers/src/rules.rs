@@ -5,8 +5,8 @@
 //! sends the aggregate its command. The commands are idempotent in effect: a referral
 //! already expired rejects a second expiry, and a milestone already reached is never
 //! reached again, so a retried or overlapping run changes nothing. The schedule is a
-//! projection and can lag the events; a row that is due only in a stale projection gets
-//! a command the aggregate rejects, which is counted and otherwise ignored.
+//! projection and can lag the events. A row that is due only in a stale projection gets
+//! a command that the aggregate rejects, and the rule counts it and moves on.
 
 use std::sync::Arc;
 
@@ -28,11 +28,11 @@ pub const DAYS_EMPLOYED_JOB: &str = "days_employed";
 
 /// Rows one query reads. A run reads pages until none is left, up to [`MAX_PAGES`].
 const PAGE_SIZE: i64 = 200;
-/// Upper bound of pages per run, so a run ends even if rows keep turning due; the next
+/// Upper bound of pages per run, so a run ends even if rows keep turning due. The next
 /// run continues where this one stopped.
 const MAX_PAGES: usize = 50;
 
-/// What one run of a rule did.
+/// Counts of one run of a rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuleReport {
     /// Due rows read.
@@ -42,7 +42,7 @@ pub struct RuleReport {
     /// Commands the aggregate rejected because the schedule was stale (already expired,
     /// hired, ended, or not due yet).
     pub stale: u64,
-    /// Commands that failed for another reason; logged with the referral id.
+    /// Commands that failed for another reason, each logged with the referral id.
     pub failed: u64,
 }
 
@@ -53,12 +53,12 @@ pub struct ReferralRules {
 }
 
 impl ReferralRules {
-    /// Creates the rules over the application and the clock that says what is due.
+    /// Creates the rules over the application and the clock that decides what is due.
     pub fn new(app: Arc<Application>, clock: Arc<dyn Clock>) -> Self {
         Self { app, clock }
     }
 
-    /// The connection pool of the application.
+    /// Returns the application's connection pool.
     pub fn pool(&self) -> &PgPool {
         self.app.pool()
     }
@@ -152,7 +152,7 @@ impl ReferralRules {
         Ok(report)
     }
 
-    /// Executes one rule's command and counts the outcome; failures are logged, not
+    /// Executes one rule's command and counts the outcome. Failures are logged, not
     /// returned, so one bad referral does not stop the run.
     async fn execute(
         &self,

@@ -123,8 +123,9 @@ impl Projection for ReferralScheduleProjection {
 }
 
 /// Sets `days_due_on` to the start date plus the lowest threshold left. A placement
-/// that ended before that day never reaches it, so the row is then no longer due; one
-/// that ended on or after it still is, because its check may not have run yet.
+/// that ended before that day never reaches it, so the row is then no longer due. A
+/// placement that ended on or after that day stays due, because its check may not have
+/// run yet.
 async fn update_days_due(
     connection: &mut PgConnection,
     referral_id: Uuid,

@@ -25,7 +25,7 @@ pub enum SettingsError {
     Invalid {
         /// The variable.
         variable: &'static str,
-        /// What is wrong and what to set instead.
+        /// Description of the problem and of the value to set instead.
         reason: String,
     },
 }
@@ -36,7 +36,7 @@ pub struct NotificationSettings {
     pub email: Arc<dyn Provider>,
     /// Provider of SMS.
     pub sms: Arc<dyn Provider>,
-    /// Which providers were chosen, for the start-up log: `sendgrid` or `file` for
+    /// Names of the chosen providers, for the start-up log: `sendgrid` or `file` for
     /// e-mail, `textus` or `file` for SMS.
     pub description: String,
     /// Retries and dead-lettering.

@@ -34,7 +34,7 @@ struct Received {
     answered: u16,
 }
 
-/// A provider stand-in: answers each request with the next queued status, then 202.
+/// A provider stand-in: returns the next queued status for each request, then 202.
 #[derive(Clone, Default)]
 struct MockProvider {
     received: Arc<Mutex<Vec<Received>>>,
@@ -405,7 +405,7 @@ async fn email_dead_lettered_after_max_attempts(pool: PgPool) {
         [(
             "dead_lettered".to_owned(),
             3,
-            Some("SendGrid answered HTTP 500".to_owned())
+            Some("SendGrid returned HTTP 500".to_owned())
         )]
     );
     // The recorder is global to this test binary, and tests running alongside add

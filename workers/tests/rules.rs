@@ -79,6 +79,7 @@ async fn hired_referral(
     .aggregate
     .referral_id()
     .unwrap();
+
     let hire = ReferralCommand::RecordHire(RecordHire {
         start_date,
         job_title: "Forklift operator".to_owned(),
