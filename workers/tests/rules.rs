@@ -325,3 +325,42 @@ async fn second_executor_skips_running_job(pool: PgPool) {
     assert_eq!(first, Some("first ran"));
     assert_eq!(after_release, Some("third ran"));
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn reactor_voids_payout_after_early_end(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    let start = Utc::now().date_naive();
+    let mut terms = hire_and_hours_terms();
+    terms.guarantee_days = Some(60);
+    let referral = hired_referral(&app, agency, terms, start).await;
+    // Ends the placement through the aggregate store alone, as if the process stopped
+    // right after the commit and before the synchronous voiding ran.
+    let command = ReferralCommand::EndPlacement(EndPlacement {
+        end_date: start + Days::new(30),
+        reason: FreeText::parse("Contract ended early").unwrap(),
+        at: Utc::now(),
+    });
+    app.referrals
+        .execute(&referral.to_string(), command, &recruiter(agency), None)
+        .await
+        .unwrap();
+    let voided_before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'payout' AND event_type = 'PayoutVoided'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    let requester = referrals_projections::reactors::PayoutRequester::new(app.clone());
+    catch_up_fully(&pool, &ProjectionRunner::new(pool.clone()), &requester).await;
+
+    let voided_after: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'payout' AND event_type = 'PayoutVoided'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(voided_before, 0);
+    assert_eq!(voided_after, 1);
+}
