@@ -35,6 +35,9 @@ pub const RULES_INTERVAL: Duration = Duration::from_secs(60);
 pub const DISPATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Returns the projections the workers need: the rule schedule and the outbox.
+///
+/// NOTE: `referrals projections status` and `rebuild` cover only the read models, so
+/// they neither show the lag of these two nor rebuild the schedule.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(schedule::ReferralScheduleProjection),

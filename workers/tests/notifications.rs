@@ -464,3 +464,48 @@ async fn replayed_events_add_no_rows(pool: PgPool) {
     assert_eq!(before, 2);
     assert_eq!(after, before);
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn file_sink_writes_one_line_per_message(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    create_agency(&pool, agency, true).await;
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), Some("+14155550101")),
+        true,
+    )
+    .await;
+    refer(&app, agency, ada, "grace@example.org").await;
+    fill_outbox(&pool).await;
+    let directory = std::env::temp_dir().join(format!("outbox-test-{}", uuid::Uuid::now_v7()));
+    let sink = Arc::new(referrals_workers::providers::FileSink::new(&directory));
+    let dispatcher = Dispatcher::new(
+        app.clone(),
+        sink.clone(),
+        sink,
+        RetryPolicy::default(),
+        Arc::new(SystemClock),
+    );
+
+    dispatch_all(&pool, &dispatcher).await;
+
+    let email = std::fs::read_to_string(directory.join("email.jsonl")).unwrap();
+    let sms = std::fs::read_to_string(directory.join("sms.jsonl")).unwrap();
+    std::fs::remove_dir_all(&directory).unwrap();
+    let email: Vec<Value> = email
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let sms: Vec<Value> = sms
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(email.len(), 1);
+    assert_eq!(email[0]["to"], "ada@example.com");
+    assert_eq!(email[0]["subject"], "We received your referral");
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0]["to"], "+14155550101");
+    assert_eq!(sms[0]["channel"], "sms");
+}
