@@ -509,3 +509,54 @@ async fn file_sink_writes_one_line_per_message(pool: PgPool) {
     assert_eq!(sms[0]["to"], "+14155550101");
     assert_eq!(sms[0]["channel"], "sms");
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn assigned_recruiter_gets_email(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    let accounts =
+        referrals_store::accounts::Accounts::new(pool.clone(), app.personal().vault().clone());
+    let recruiter_email =
+        referrals_domain::values::EmailAddress::parse("morgan@agency.test").unwrap();
+    let recruiter_name = referrals_domain::values::PersonName::parse("Morgan").unwrap();
+    let invited = accounts
+        .invite_user(
+            &recruiter(agency),
+            &recruiter_email,
+            Some(&recruiter_name),
+            &[referrals_domain::role::Role::Recruiter],
+        )
+        .await
+        .unwrap();
+    let metadata = recruiter(agency);
+    let referral = submitted_referral(&app, &metadata).await;
+    let assign = referrals_domain::referral::ReferralCommand::AssignRecruiter(
+        referrals_domain::referral::AssignRecruiter {
+            recruiter_id: invited.user_id,
+            at: Utc::now(),
+        },
+    );
+    app.execute_referral(&metadata, referral, assign, None)
+        .await
+        .unwrap();
+    fill_outbox(&pool).await;
+    let (mock, base_url) = start_mock().await;
+
+    dispatch_all(&pool, &dispatcher(&app, &base_url, 5)).await;
+
+    let emails = mock.received("/v3/mail/send");
+    let to_recruiter: Vec<&Received> = emails
+        .iter()
+        .filter(|email| email.body["personalizations"][0]["to"][0]["email"] == "morgan@agency.test")
+        .collect();
+    assert_eq!(to_recruiter.len(), 1, "{emails:?}");
+    assert_eq!(
+        to_recruiter[0].body["subject"],
+        "A referral was assigned to you"
+    );
+    let text = to_recruiter[0].body["content"][0]["value"]
+        .as_str()
+        .unwrap();
+    assert!(text.starts_with("Hello Morgan,"), "{text}");
+    assert!(text.contains(&referral.to_string()), "{text}");
+}
