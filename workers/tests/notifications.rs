@@ -560,3 +560,89 @@ async fn assigned_recruiter_gets_email(pool: PgPool) {
     assert!(text.starts_with("Hello Morgan,"), "{text}");
     assert!(text.contains(&referral.to_string()), "{text}");
 }
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn lifecycle_events_queue_ambassador_notices(pool: PgPool) {
+    use referrals_domain::ids::{PayoutId, UserId};
+    use referrals_domain::payout::{ApprovePayout, MarkExported, MarkPaid, PayoutCommand};
+    use referrals_domain::referral::{MarkContacted, RecordHire, ReferralCommand};
+
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    let metadata = recruiter(agency);
+    let referral = submitted_referral(&app, &metadata).await;
+    let contacted = ReferralCommand::MarkContacted(MarkContacted { at: Utc::now() });
+    app.execute_referral(&metadata, referral, contacted, None)
+        .await
+        .unwrap();
+    let hire = ReferralCommand::RecordHire(RecordHire {
+        start_date: Utc::now().date_naive(),
+        job_title: "Forklift operator".to_owned(),
+        client_name: "Northwind Logistics".to_owned(),
+        external_worker_id: None,
+        at: Utc::now(),
+    });
+    let hired = app
+        .execute_referral(&metadata, referral, hire, None)
+        .await
+        .unwrap();
+    let milestone = &hired.aggregate.milestones_reached()[0];
+    let payout_id =
+        PayoutId::for_milestone(referral, &milestone.key, milestone.milestone.recipient);
+    let payout_steps = [
+        PayoutCommand::ApprovePayout(ApprovePayout {
+            approver: UserId::new(),
+            ambassador_active: true,
+            at: Utc::now(),
+        }),
+        PayoutCommand::MarkExported(MarkExported {
+            batch_id: uuid::Uuid::now_v7(),
+            at: Utc::now(),
+        }),
+        PayoutCommand::MarkPaid(MarkPaid {
+            paid_on: Utc::now().date_naive(),
+            reference: "PAY-1".to_owned(),
+            at: Utc::now(),
+        }),
+    ];
+    for command in payout_steps {
+        app.payouts
+            .execute(&payout_id.to_string(), command, &metadata, None)
+            .await
+            .unwrap();
+    }
+
+    fill_outbox(&pool).await;
+
+    let queued: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT template, params FROM notifications.outbox
+          WHERE channel = 'email' AND recipient_kind = 'ambassador' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let templates: Vec<&str> = queued
+        .iter()
+        .map(|(template, _)| template.as_str())
+        .collect();
+    assert_eq!(
+        templates,
+        [
+            "referral_received",
+            "status_changed",
+            "status_changed",
+            "bonus_earned",
+            "payout_paid"
+        ]
+    );
+    assert_eq!(queued[1].1["status"], "contacted");
+    assert_eq!(queued[2].1["status"], "hired");
+    assert_eq!(queued[3].1["amount"], 50_000);
+    assert_eq!(queued[3].1["currency"], "USD");
+    let texts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notifications.outbox WHERE channel = 'sms'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(texts, 5);
+}
