@@ -60,7 +60,8 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     bind: std::net::SocketAddr,
-    /// Run only the API; leave the projection and import workers to other processes.
+    /// Run only the API; leave the projection and import workers, the scheduled rules and
+    /// the notification dispatcher to other processes.
     #[arg(long)]
     no_workers: bool,
     /// PEM file with the certificate chain, leaf first. With --tls-key-file the server

@@ -1,5 +1,6 @@
-//! `referrals serve`: the HTTP API and, unless disabled, the projection workers and the
-//! timesheet import worker, with a graceful shutdown on SIGTERM or Ctrl-C.
+//! `referrals serve`: the HTTP API and, unless disabled, the projection workers, the
+//! timesheet import worker, the scheduled referral rules and the notification
+//! dispatcher, with a graceful shutdown on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,10 @@ use referrals_projections::{models, Projection};
 use referrals_store::application::Application;
 use referrals_store::crypto::MasterKey;
 use referrals_store::database;
+use referrals_workers::clock::SystemClock;
+use referrals_workers::dispatch::Dispatcher;
+use referrals_workers::rules::ReferralRules;
+use referrals_workers::settings::NotificationSettings;
 use tokio::sync::watch;
 
 use crate::http;
@@ -25,7 +30,8 @@ const POOL_SIZE: u32 = 20;
 pub struct ServeOptions {
     /// The address to listen on.
     pub bind: SocketAddr,
-    /// Whether this process also runs the projection and timesheet import workers.
+    /// Whether this process also runs the projection workers, the timesheet import
+    /// worker, the scheduled rules and the notification dispatcher.
     pub workers: bool,
     /// Lines printed to standard output once the address is bound, for a person at a
     /// terminal; `{address}` stands for the bound address.
@@ -50,6 +56,16 @@ pub async fn serve(
     master_key: MasterKey,
     options: ServeOptions,
 ) -> anyhow::Result<()> {
+    // Read before anything starts, so a half-configured provider stops the start.
+    let notifications = options
+        .workers
+        .then(|| {
+            NotificationSettings::from_lookup(
+                |name| std::env::var(name).ok(),
+                std::path::Path::new(crate::config::DATA_DIR),
+            )
+        })
+        .transpose()?;
     let connect_options = database::parse_url(database_url)?;
     let pool = database::connect(&connect_options, POOL_SIZE).await?;
     let read_options = match &options.database_read_url {
@@ -83,10 +99,11 @@ pub async fn serve(
         println!("{}", announce.replace("{address}", &address.to_string()));
     }
 
-    let workers = options.workers.then(|| {
+    let workers = notifications.map(|notifications| {
         let mut projections: Vec<Arc<dyn Projection>> =
             models::all().into_iter().map(Arc::from).collect();
         projections.push(Arc::new(PayoutRequester::new(app.clone())));
+        projections.extend(referrals_workers::projections());
         let runner = ProjectionRunner::new(pool.clone());
         let projection_stopping = stopping.clone();
         let projections =
@@ -96,7 +113,27 @@ pub async fn serve(
         let imports = tokio::spawn(async move {
             crate::imports::timesheets::run_worker(&import_app, import_stopping).await;
         });
-        (projections, imports)
+
+        let rules = ReferralRules::new(app.clone(), Arc::new(SystemClock));
+        let rules = tokio::spawn(referrals_workers::run_rules(
+            rules,
+            referrals_workers::RULES_INTERVAL,
+            stopping.clone(),
+        ));
+        tracing::info!(providers = %notifications.description, "notification providers chosen");
+        let dispatcher = Dispatcher::new(
+            app.clone(),
+            notifications.email,
+            notifications.sms,
+            notifications.retry,
+            Arc::new(SystemClock),
+        );
+        let dispatcher = tokio::spawn(referrals_workers::run_dispatcher(
+            dispatcher,
+            referrals_workers::DISPATCH_INTERVAL,
+            stopping.clone(),
+        ));
+        [projections, imports, rules, dispatcher]
     });
 
     tracing::info!(
@@ -130,11 +167,8 @@ pub async fn serve(
         Some(tls_config) => serve_https(listener, tls_config, router, stop).await?,
     }
 
-    if let Some((projections, imports)) = workers {
-        projections.await.context("the projection workers failed")?;
-        imports
-            .await
-            .context("the timesheet import worker failed")?;
+    for worker in workers.into_iter().flatten() {
+        worker.await.context("a background worker failed")?;
     }
     tracing::info!("stopped");
     Ok(())

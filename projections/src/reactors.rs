@@ -15,10 +15,11 @@ use uuid::Uuid;
 
 use crate::{Projection, ProjectionError, StoredEvent};
 
-/// Requests the payout of every payable milestone a referral reaches.
+/// Requests the payout of every payable milestone a referral reaches, and voids the
+/// unpaid payouts of a placement that ended within its guarantee period.
 ///
-/// Commands on referrals already request their payouts right after they commit; this
-/// reactor is what makes the request durable when a process stops between the two.
+/// Commands on referrals already do both right after they commit. This reactor makes
+/// them durable when a process stops between the two.
 pub struct PayoutRequester {
     app: Arc<Application>,
 }
@@ -49,13 +50,22 @@ impl Projection for PayoutRequester {
         _connection: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "referral" || event.event_type != "MilestoneReached" {
+        if event.aggregate_type != "referral"
+            || !matches!(
+                event.event_type.as_str(),
+                "MilestoneReached" | "PlacementEnded"
+            )
+        {
             return Ok(());
         }
         let payload: ReferralEvent = event.decode()?;
         if !matches!(
             payload,
             ReferralEvent::MilestoneReached { payable: true, .. }
+                | ReferralEvent::PlacementEnded {
+                    within_guarantee: true,
+                    ..
+                }
         ) {
             return Ok(());
         }
@@ -89,17 +99,26 @@ impl Projection for PayoutRequester {
             payload,
             metadata: Default::default(),
         };
-        match self
+        let envelopes = [envelope];
+        let outcome = match self
             .app
-            .request_payouts(&metadata, referral_id, &referral, &[envelope])
+            .request_payouts(&metadata, referral_id, &referral, &envelopes)
             .await
         {
+            Ok(_) => {
+                self.app
+                    .void_payouts_after_early_end(&metadata, referral_id, &referral, &envelopes)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
             Ok(_) => Ok(()),
             Err(error @ (AppError::Unavailable(_) | AppError::Conflict { .. })) => {
                 Err(ProjectionError::Transient(error.to_string()))
             }
             Err(error) => Err(ProjectionError::Poison(format!(
-                "requesting the payout for {} failed: {error}",
+                "requesting or voiding the payouts for {} failed: {error}",
                 event.describe()
             ))),
         }

@@ -14,7 +14,9 @@ use referrals_domain::ambassador::{
     Ambassador, AmbassadorCommand, EnrollAmbassador, UpdateAmbassador,
 };
 use referrals_domain::ids::{AgencyId, AmbassadorId, PayoutId, ProgramId, ReferralId};
-use referrals_domain::payout::{Payout, PayoutCommand, RequestPayout, Requester};
+use referrals_domain::payout::{
+    Payout, PayoutCommand, PayoutStatus, RequestPayout, Requester, VoidPayout, VoidReason,
+};
 use referrals_domain::privacy::{PrivacyRecord, SubjectKind};
 use referrals_domain::program::{CreateProgram, Program, ProgramCommand};
 use referrals_domain::referral::{
@@ -40,6 +42,10 @@ use crate::reservations::{PgBonusCapLedger, PgCandidateRegistry, IN_FLIGHT_GRACE
 
 /// The name recorded as the actor of payouts requested for reached milestones.
 pub const PAYOUT_REQUESTER_JOB: &str = "payout_requester";
+
+/// The name recorded as the actor of payouts voided because a placement ended within
+/// its guarantee period.
+pub const GUARANTEE_JOB: &str = "guarantee";
 
 /// How many times a command that lost a version race is retried by a job.
 const JOB_RETRIES: usize = 5;
@@ -670,6 +676,13 @@ impl Application {
             .await?;
         self.request_payouts(metadata, referral_id, &executed.aggregate, &executed.events)
             .await?;
+        self.void_payouts_after_early_end(
+            metadata,
+            referral_id,
+            &executed.aggregate,
+            &executed.events,
+        )
+        .await?;
         Ok(executed)
     }
 
@@ -740,6 +753,87 @@ impl Application {
             requested.push(payout_id);
         }
         Ok(requested)
+    }
+
+    /// Applies the guarantee rule: when `events` contain a placement end within the
+    /// guarantee period, voids every payout of the referral's payable milestones that is not paid
+    /// yet (pending approval, approved or exported). Paid payouts stay paid, because a
+    /// clawback is a person's decision (`ReversePayout`).
+    ///
+    /// Running it again voids nothing new: already voided, rejected and paid payouts
+    /// are skipped. A payout that is not requested yet is skipped too; the payout
+    /// requester reactor applies this rule after requesting it.
+    ///
+    /// # Errors
+    /// Returns the first load or void that failed after its retries.
+    pub async fn void_payouts_after_early_end(
+        &self,
+        cause: &CommandMetadata,
+        referral_id: ReferralId,
+        referral: &Referral,
+        events: &[EventEnvelope<Referral>],
+    ) -> Result<Vec<PayoutId>, AppError> {
+        let mut voided = Vec::new();
+        for envelope in events {
+            let ReferralEvent::PlacementEnded {
+                within_guarantee: true,
+                ..
+            } = &envelope.payload
+            else {
+                continue;
+            };
+            let event_id =
+                uuid::Uuid::new_v5(&referral_id.0, format!("{}", envelope.sequence).as_bytes());
+            let metadata = cause.caused_by(
+                Actor::System {
+                    job: GUARANTEE_JOB.to_owned(),
+                },
+                event_id,
+            );
+            for reached in referral.milestones_reached().iter().filter(|m| m.payable) {
+                let payout_id =
+                    PayoutId::for_milestone(referral_id, &reached.key, reached.milestone.recipient);
+                let Some((payout, _)) = self
+                    .payouts
+                    .load(cause.agency_id, &payout_id.to_string())
+                    .await?
+                else {
+                    continue;
+                };
+                let unpaid = matches!(
+                    payout.status(),
+                    Some(
+                        PayoutStatus::PendingApproval
+                            | PayoutStatus::Approved
+                            | PayoutStatus::Exported
+                    )
+                );
+                if !unpaid {
+                    continue;
+                }
+                let command = PayoutCommand::VoidPayout(VoidPayout {
+                    by: Requester::System {
+                        job: GUARANTEE_JOB.to_owned(),
+                    },
+                    reason_code: VoidReason::PlacementEnded,
+                    note: None,
+                    at: metadata.recorded_at,
+                });
+                match self
+                    .execute_with_retries(&self.payouts, &payout_id.to_string(), command, &metadata)
+                    .await
+                {
+                    Ok(_) => {}
+                    // A concurrent run or an approver settled the payout after it was
+                    // loaded. Whatever its status is now, this rule has nothing to void.
+                    Err(AppError::Domain(DomainError::InvalidTransition { .. })) => continue,
+                    Err(error) => return Err(error),
+                }
+                tracing::info!(%referral_id, %payout_id, "payout voided: placement ended within the guarantee period");
+                voided.push(payout_id);
+            }
+        }
+        Ok(voided)
     }
 
     /// Executes a job's command, retrying when a concurrent writer won the version race:

@@ -62,6 +62,8 @@ pub enum Action {
     HandleSubjectRequests,
     /// Read and manage one's own account: profile, MFA, signing out.
     UseOwnAccount,
+    /// Read and change the agency's settings, such as texting.
+    ManageAgencySettings,
 }
 
 use Role::{
@@ -95,6 +97,7 @@ pub const PERMISSIONS: &[(Action, &[Role])] = &[
     (Action::ReadAudit, &[Auditor]),
     (Action::ReviewAccess, &[Auditor, Admin]),
     (Action::HandleSubjectRequests, &[Auditor]),
+    (Action::ManageAgencySettings, &[Admin]),
     (
         Action::UseOwnAccount,
         &[Operator, Admin, Recruiter, Approver, Auditor, Analyst],
@@ -126,6 +129,8 @@ pub const ROUTE_ACTIONS: &[(&str, &str, Action)] = &[
         "/v1/privacy/subject-requests/{id}",
         Action::HandleSubjectRequests,
     ),
+    ("GET", "/v1/agency/texting", Action::ManageAgencySettings),
+    ("PUT", "/v1/agency/texting", Action::ManageAgencySettings),
     ("POST", "/v1/users", Action::InviteUser),
     ("GET", "/v1/users", Action::ListUsers),
     ("PUT", "/v1/users/{id}/roles", Action::ChangeRoles),

@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod access_review;
+pub mod agency_settings;
 pub mod ambassadors;
 pub mod analytics;
 pub mod audit;
@@ -141,6 +142,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(platform::routes())
         .merge(offboarding::routes())
         .merge(privacy::routes())
+        .merge(agency_settings::routes())
         .merge(programs::routes())
         .merge(ambassadors::routes())
         .merge(referrals::routes())
