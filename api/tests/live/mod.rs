@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod load;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
