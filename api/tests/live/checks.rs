@@ -91,8 +91,8 @@ pub async fn payouts_are_not_duplicated(connection: &mut PgConnection) {
     );
 }
 
-/// Each candidate has one owner. The client saw at most one accepted `submitted` per
-/// e-mail address. In the event store every owning submission has a row in
+/// Asserts that each candidate has one owner. The client saw at most one accepted
+/// `submitted` per e-mail address. In the event store every owning submission has a row in
 /// `candidate_claims`, whose key is the candidate, so no two owners share a candidate.
 /// That half also covers submissions whose response a crash cut off.
 pub async fn one_owner_per_candidate(connection: &mut PgConnection, report: &LoadReport) {
@@ -123,8 +123,8 @@ pub async fn one_owner_per_candidate(connection: &mut PgConnection, report: &Loa
     .fetch_one(&mut *connection)
     .await
     .unwrap();
-    // Candidates whose submission the client never saw answered (cut off by a crash)
-    // are unknown to the report, so the bound counts every attempted candidate.
+    // Candidates whose submission got no response (cut off by a crash) are unknown to
+    // the report, so the bound counts every request without a response as a candidate.
     let attempted = report.submissions.len() as i64 + report.transport_errors as i64;
     assert!(
         owning <= attempted,
@@ -138,8 +138,8 @@ pub async fn one_owner_per_candidate(connection: &mut PgConnection, report: &Loa
     );
 }
 
-/// Every read model equals a rebuild from the event store. Stop the servers first: the
-/// check runs `referrals projections rebuild` and compares whole rows.
+/// Asserts that every read model equals a rebuild from the event store. Stop the servers
+/// first, because the check runs `referrals projections rebuild` and compares whole rows.
 pub async fn read_models_equal_rebuild(database: &Database) {
     let mut connection = database.connect().await;
     let before = read_model_rows(&mut connection).await;
