@@ -29,7 +29,7 @@ if [[ -z ${DATABASE_URL:-} ]]; then
 fi
 
 # Schemathesis 4 has the command-line options used below.
-venv=.data/venv
+venv=$PWD/.data/venv
 if [[ ! -x $venv/bin/st ]]; then
     echo "installing Schemathesis into $venv" >&2
     python3 -m venv "$venv"
@@ -39,7 +39,7 @@ fi
 binary=${REFERRALS_BIN:-}
 if [[ -z $binary ]]; then
     cargo build --quiet -p referrals-api --bin referrals
-    binary=${CARGO_TARGET_DIR:-target}/debug/referrals
+    binary=$(realpath "${CARGO_TARGET_DIR:-target}/debug/referrals")
 fi
 
 work=$(mktemp -d)
@@ -105,7 +105,9 @@ curl -sf -X PUT "$base/v1/users/$user_id/roles" -H "authorization: Bearer $token
     >/dev/null
 
 # Signing out would revoke the token for every later case, so that operation is left out.
+# Schemathesis runs in the temporary directory because it writes a cache where it runs.
 status=0
+cd "$work"
 "$venv/bin/st" run "$base/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
