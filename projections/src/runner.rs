@@ -564,7 +564,9 @@ async fn read_events(
            FROM events
           WHERE (transaction_id, position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, position
+          -- Qualified, because a bare name would sort by the text output column of the
+          -- same name, which puts transaction 1000 before 999.
+          ORDER BY events.transaction_id, events.position
           LIMIT $3",
     )
     .bind(after_transaction)

@@ -13,6 +13,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// The database URL used when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://localhost:5432/referrals";
 
+/// How long a caller waits for a pooled connection before the pool gives up.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Errors of connecting and migrating.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -33,6 +36,26 @@ pub enum DatabaseError {
     /// Another statement failed.
     #[error("database statement failed: {0}")]
     Query(#[from] sqlx::Error),
+}
+
+/// Returns true for errors that mean the database is out of reach rather than wrong: no
+/// connection, the pool timed out, or the server is shutting down, starting up or out of
+/// connections. A retry after a pause may succeed, so the API responds 503, not 500.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 is "connection exception"; 57P01 to 57P03 are an
+        // administrator's shutdown, a crash shutdown and "cannot connect now" during
+        // startup; 53300 is "too many connections" (PostgreSQL 15 appendix A).
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// Parses a database URL.
@@ -65,7 +88,9 @@ pub async fn connect(
 ) -> Result<PgPool, DatabaseError> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        // A request waits this long for a connection before it gets a 503. While
+        // PostgreSQL is down every request waits the full time, so it is kept short.
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await
         .map_err(|source| DatabaseError::Connect {

@@ -291,14 +291,7 @@ fn is_connection_error(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
         if let Some(sqlx_error) = error.downcast_ref::<sqlx::Error>() {
-            return matches!(
-                sqlx_error,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            );
+            return crate::database::is_unavailable(sqlx_error);
         }
         current = error.source();
     }

@@ -471,3 +471,79 @@ async fn rebuild_clears_a_stop(pool: PgPool) {
     assert_eq!(status.failure, None);
     assert_eq!(status.events_behind, 0);
 }
+
+/// Records the order in which it is given events.
+struct OrderRecorder;
+
+#[async_trait]
+impl Projection for OrderRecorder {
+    fn name(&self) -> &'static str {
+        "test_order_recorder"
+    }
+
+    fn schema(&self) -> &'static str {
+        "test_views"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["applied_order"]
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "INSERT INTO applied_order (step, position)
+             VALUES ((SELECT count(*) FROM applied_order), $1)",
+        )
+        .bind(event.position)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn transaction_ids_sort_as_numbers(pool: PgPool) {
+    create_views(&pool).await;
+    sqlx::query(
+        "CREATE TABLE test_views.applied_order (step bigint PRIMARY KEY, position bigint UNIQUE)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Transaction ids of different digit counts, inserted so that text order and number
+    // order disagree: as text, "1000" sorts before "999" and "10" before "9".
+    let mut positions = Vec::new();
+    for transaction_id in ["1000", "999", "10", "9"] {
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata, transaction_id)
+             VALUES ('digits', $1, 1, 'TestEvent', '1.0', '{}'::json, $2::json, $1::xid8)
+             RETURNING position",
+        )
+        .bind(transaction_id)
+        .bind(format!(r#"{{"agency_id":"{AGENCY}"}}"#))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        positions.push(position);
+    }
+
+    let runner = ProjectionRunner::new(pool.clone());
+    let applied = catch_up_fully(&pool, &runner, &OrderRecorder).await;
+    let order: Vec<i64> =
+        sqlx::query_scalar("SELECT position FROM test_views.applied_order ORDER BY step")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+
+    assert_eq!(applied, 4);
+    assert_eq!(
+        order,
+        vec![positions[3], positions[2], positions[1], positions[0]],
+        "applied in the order of transaction ids 9, 10, 999, 1000"
+    );
+}

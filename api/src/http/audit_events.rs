@@ -162,7 +162,9 @@ pub async fn feed_page(
         "SELECT {EVENT_COLUMNS} FROM events {FILTER_SQL}
            AND ($5::text IS NULL OR (transaction_id, position) > ($5::text::xid8, $6))
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY transaction_id, position
+         -- Qualified, because a bare name would sort by the text output column of the
+         -- same name, which puts transaction 1000 before 999.
+         ORDER BY events.transaction_id, events.position
          LIMIT $7"
     );
     let rows = sqlx::query(&sql)

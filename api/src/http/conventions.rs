@@ -148,13 +148,10 @@ pub fn query_error(rejection: QueryRejection) -> ApiError {
 
 /// Maps a failed read-model query: 503 when the database is out of reach, 500 otherwise.
 pub fn database_error(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => ApiError::unavailable(&error),
-        other => ApiError::internal(&other),
+    if referrals_store::database::is_unavailable(&error) {
+        ApiError::unavailable(&error)
+    } else {
+        ApiError::internal(&error)
     }
 }
 

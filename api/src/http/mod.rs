@@ -132,7 +132,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// Builds the router with every route, and the OpenAPI document that describes them.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(operations::get_healthz))
         .routes(routes!(operations::get_readyz))
         .routes(routes!(operations::get_metrics))
@@ -154,7 +154,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(audit::routes())
         .merge(audit_chain::routes())
         .route_layer(middleware::from_fn(authorization::enforce_permissions))
-        .split_for_parts()
+        .split_for_parts();
+    problem::document_client_errors(&mut openapi);
+    (router, openapi)
 }
 
 /// Builds the whole application: routes, state and middleware, with every query on

@@ -225,3 +225,65 @@ impl From<AccountError> for ApiError {
         }
     }
 }
+
+/// Adds the client errors that the shared extractors return to every operation of
+/// `openapi` that lacks them, so that the document lists every status a client can get.
+/// An invalid path id, query parameter, `If-Match` or JSON syntax is 400. A body that is
+/// not `application/json` is 415, and one above the size limit is 413. A body that does
+/// not fit the request schema is 422. The extractors return these before any handler runs.
+pub fn document_client_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let has_body = operation.request_body.is_some();
+            let has_parameters = operation
+                .parameters
+                .as_ref()
+                .is_some_and(|parameters| !parameters.is_empty());
+            if has_parameters || has_body {
+                add_problem_response(
+                    operation,
+                    "400",
+                    "Invalid id, query parameter, header or JSON syntax",
+                );
+            }
+            if has_body {
+                add_problem_response(operation, "413", "The request body is too large");
+                add_problem_response(operation, "415", "The body is not `application/json`");
+                add_problem_response(
+                    operation,
+                    "422",
+                    "A field is missing, of the wrong type or invalid",
+                );
+            }
+        }
+    }
+}
+
+fn add_problem_response(
+    operation: &mut utoipa::openapi::path::Operation,
+    status: &str,
+    description: &str,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let responses = &mut operation.responses.responses;
+    if responses.contains_key(status) {
+        return;
+    }
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    responses.insert(status.to_owned(), response.into());
+}

@@ -122,14 +122,7 @@ impl From<CryptoError> for AccountError {
 
 /// Returns true for errors that mean the database is out of reach rather than wrong.
 pub(crate) fn is_connection_error(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+    crate::database::is_unavailable(error)
 }
 
 /// A secret shown once to its owner: a bearer token, an invitation token or a TOTP
