@@ -970,3 +970,71 @@ async fn unique_violation_message_hides_key(pool: PgPool) {
         assert!(!error.to_string().contains(key), "{error}");
     }
 }
+
+/// Downloads a file as text with `token`.
+async fn download_text(api: &TestApi, token: &str, url: &str) -> String {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(url)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "download of {url}");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn erasure_redacts_payroll_files(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let (_, approver) = setup
+        .api
+        .user(&setup.agency, &[Role::PayoutApprover])
+        .await;
+    let payouts = setup
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/payouts?referral_id={}", setup.referral_id),
+            Some(&approver),
+            None,
+        )
+        .await;
+    let payout_id = payouts.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let approved = setup
+        .api
+        .call(
+            Method::POST,
+            &format!("/v1/payouts/{payout_id}/approve"),
+            Some(&approver),
+            None,
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    catch_up(&pool).await;
+    let export = setup
+        .api
+        .call(Method::POST, "/v1/payouts/exports", Some(&approver), None)
+        .await;
+    assert_eq!(export.status, StatusCode::CREATED, "{}", export.body);
+    let url = export.body["download_url"].as_str().unwrap().to_owned();
+    let before = download_text(&setup.api, &approver, &url).await;
+    assert!(before.contains(AMBASSADOR_NAME), "{before}");
+
+    let reply = subject_request(
+        &setup.api,
+        &setup.auditor,
+        json!({"kind": "erasure", "email": AMBASSADOR_EMAIL}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+
+    let after = download_text(&setup.api, &approver, &url).await;
+    assert_absent(&after, &[AMBASSADOR_NAME], "the payroll file");
+    assert!(after.contains("[erased]"), "{after}");
+    assert!(after.contains(&payout_id), "{after}");
+    assert_eq!(after.lines().count(), before.lines().count());
+}

@@ -202,6 +202,7 @@ pub async fn erase(
     remove_keyed_hashes(&mut transaction, agency_id, &ids, &all_keys).await?;
     destroy_access_exports(&mut transaction, agency_id, &all_keys).await?;
     delete_idempotent_responses(app, &mut transaction, agency_id, &ids).await?;
+    redact_payroll_files(app, &mut transaction, agency_id, &ids).await?;
 
     record_request(
         &mut transaction,
@@ -388,6 +389,89 @@ async fn delete_idempotent_responses(
     Ok(())
 }
 
+/// Replaces the erased subjects' names in stored payroll export files with `[erased]`.
+/// A file is sealed under a data key of its own, not under the keys of the people it
+/// names, so destroying their keys alone would leave their names readable in it.
+/// The file's `ambassador_ids` follow its lines in order, and a candidate payee's line
+/// names the referral in its memo.
+async fn redact_payroll_files(
+    app: &Application,
+    transaction: &mut Transaction<'_, Postgres>,
+    agency_id: AgencyId,
+    ids: &[Uuid],
+) -> Result<(), AppError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<(Uuid, String, Vec<Uuid>)> = sqlx::query_as(
+        "SELECT export_id, content, ambassador_ids FROM payout_exports
+          WHERE agency_id = $1 AND (ambassador_ids && $2 OR referral_ids && $2)
+            FOR UPDATE",
+    )
+    .bind(agency_id.0)
+    .bind(ids)
+    .fetch_all(&mut **transaction)
+    .await
+    .map_err(unavailable)?;
+    for (export_id, content, ambassador_ids) in files {
+        let key = app.personal().vault().data_key(agency_id, export_id).await?;
+        let text = open_field(&key, agency_id, export_id, Field::Note, &Sealed(content))
+            .map_err(|error| AppError::Internal(error.to_string()))?;
+        let redacted = redact_payroll_csv(&text, &ambassador_ids, ids)
+            .map_err(|error| AppError::Internal(format!("payroll file {export_id}: {error}")))?;
+        let sealed = seal_field(&key, agency_id, export_id, Field::Note, &redacted);
+        sqlx::query("UPDATE payout_exports SET content = $2 WHERE export_id = $1")
+            .bind(export_id)
+            .bind(sealed.0)
+            .execute(&mut **transaction)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Column positions in a payroll export file.
+const PAYEE_TYPE: usize = 1;
+const PAYEE_NAME: usize = 2;
+const AMBASSADOR_NAME: usize = 4;
+const MEMO: usize = 7;
+
+/// Rewrites a payroll CSV file with `[erased]` in place of the names of `erased`.
+/// `ambassador_ids[i]` is the ambassador of data line `i`.
+fn redact_payroll_csv(
+    text: &str,
+    ambassador_ids: &[Uuid],
+    erased: &[Uuid],
+) -> Result<String, csv::Error> {
+    let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(reader.headers()?)?;
+    for (line, record) in reader.records().enumerate() {
+        let mut fields: Vec<String> = record?.iter().map(str::to_owned).collect();
+        let ambassador_erased = ambassador_ids
+            .get(line)
+            .is_some_and(|id| erased.contains(id));
+        let candidate_erased = fields.get(PAYEE_TYPE).is_some_and(|kind| kind == "candidate")
+            && fields.get(MEMO).is_some_and(|memo| {
+                erased.iter().any(|id| memo.ends_with(&id.to_string()))
+            });
+        if ambassador_erased {
+            fields[AMBASSADOR_NAME] = ERASED.to_owned();
+            if fields[PAYEE_TYPE] == "ambassador" {
+                fields[PAYEE_NAME] = ERASED.to_owned();
+            }
+        }
+        if candidate_erased {
+            fields[PAYEE_NAME] = ERASED.to_owned();
+        }
+        writer.write_record(&fields)?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|error| csv::Error::from(error.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 async fn record_request(
     transaction: &mut Transaction<'_, Postgres>,
     metadata: &CommandMetadata,
@@ -457,14 +541,15 @@ pub async fn export_access(
     .fetch_all(pool)
     .await
     .map_err(unavailable)?;
+    let subject_ids: Vec<Uuid> = subjects.iter().map(|subject| subject.id).collect();
+    let notifications = notifications_sent(pool, agency_id, &subject_ids).await?;
     let export = json!({
         "request_id": request_id,
         "agency_id": agency_id.0,
         "generated_at": metadata.recorded_at,
         "subjects": documents,
         "prior_contacts": prior_contacts,
-        // No notification table exists: messages are not stored by the platform.
-        "notifications": [],
+        "notifications": notifications,
     });
 
     let key = app
@@ -501,6 +586,30 @@ pub async fn export_access(
         .execute(&request_id.to_string(), command, metadata, None)
         .await?;
     Ok((request_id, export, subjects))
+}
+
+/// Lists the messages queued for or sent to the subjects `ids`: the outbox rows that name
+/// one of them as recipient, with template, channel and status. Candidates receive no
+/// messages, so only ambassador ids match.
+async fn notifications_sent(
+    pool: &PgPool,
+    agency_id: AgencyId,
+    ids: &[Uuid],
+) -> Result<Vec<Value>, AppError> {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object('recipient_id', recipient_id, 'channel', channel,
+                                   'template', template, 'referral_id', referral_id,
+                                   'payout_id', payout_id, 'status', status,
+                                   'created_at', created_at, 'sent_at', sent_at)
+           FROM notifications.outbox
+          WHERE agency_id = $1 AND recipient_kind = 'ambassador' AND recipient_id = ANY($2)
+          ORDER BY id",
+    )
+    .bind(agency_id.0)
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable)
 }
 
 fn contact_json(opened: OpenedDetails) -> Value {
@@ -734,4 +843,35 @@ pub async fn read_request(
         export,
         export_subjects,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "payout_id,payee_type,payee_name,ambassador_external_id,ambassador_name,amount_minor_units,currency,memo\n\
+        p1,ambassador,Ada Obi,E-1,Ada Obi,50000,USD,Referral bonus hired for referral 0191a0a0-0000-7000-8000-000000000001\n\
+        p2,candidate,Ben Roe,E-2,Cy Dee,50000,USD,Referral bonus hired for referral 0191a0a0-0000-7000-8000-000000000002\n";
+
+    fn id(last: u8) -> Uuid {
+        Uuid::parse_str(&format!("0191a0a0-0000-7000-8000-0000000000{last:02}")).unwrap()
+    }
+
+    #[test]
+    fn payroll_redaction_replaces_erased_ambassador() {
+        let ambassadors = [id(10), id(11)];
+        let redacted = redact_payroll_csv(FILE, &ambassadors, &[id(10)]).unwrap();
+        assert!(!redacted.contains("Ada Obi"), "{redacted}");
+        assert!(redacted.contains("Ben Roe"), "{redacted}");
+        assert!(redacted.contains("Cy Dee"), "{redacted}");
+    }
+
+    #[test]
+    fn payroll_redaction_replaces_erased_candidate_payee() {
+        let ambassadors = [id(10), id(11)];
+        let redacted = redact_payroll_csv(FILE, &ambassadors, &[id(2)]).unwrap();
+        assert!(!redacted.contains("Ben Roe"), "{redacted}");
+        assert!(redacted.contains("Cy Dee"), "{redacted}");
+        assert!(redacted.contains("Ada Obi"), "{redacted}");
+    }
 }
