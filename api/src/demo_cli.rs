@@ -132,7 +132,9 @@ fn write_logins(path: &Path, stored: &StoredLogins) -> anyhow::Result<()> {
 /// address.
 fn announcement(description: &str, stored: Option<&StoredLogins>, logins_path: &Path) -> String {
     let mut text = format!(
-        "Demo database {description} is ready. Serving on http://{{address}}; stop with Ctrl-C.\n"
+        "Demo database {description} is ready. Serving on http://{{address}}; stop with Ctrl-C.\n\
+         The read models catch up with the loaded events in the background, so lists are \
+         incomplete until `referrals projections status` shows no event behind.\n"
     );
     let Some(stored) = stored else {
         let _ = writeln!(
