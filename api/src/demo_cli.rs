@@ -13,6 +13,8 @@ use anyhow::Context;
 use referrals_domain::ids::AgencyId;
 use referrals_fixtures::load::{self, DemoLogin};
 use referrals_fixtures::{generate, DEFAULT_SEED};
+use referrals_projections::models;
+use referrals_projections::runner::ProjectionRunner;
 use referrals_store::database;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +60,7 @@ pub async fn run(database_url: &str, bind: SocketAddr, scale: f64) -> anyhow::Re
                     logins: loaded.logins,
                 };
                 write_logins(&logins_path, &stored)?;
+                catch_up_read_models(&pool).await?;
                 Some(stored)
             }
             Some((agency_id, true)) => {
@@ -78,6 +81,25 @@ pub async fn run(database_url: &str, bind: SocketAddr, scale: f64) -> anyhow::Re
         announce: Some(announce),
     };
     crate::server::serve(database_url, master_key, options).await
+}
+
+/// Applies the loaded events to every read model before the server starts, so the
+/// printed requests see the data. Events of transactions that other sessions of the
+/// PostgreSQL cluster still hold back are left to the server's workers.
+async fn catch_up_read_models(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let runner = ProjectionRunner::new(pool.clone());
+    for projection in models::all() {
+        let applied = runner
+            .catch_up(projection.as_ref())
+            .await
+            .with_context(|| format!("updating the read model {} failed", projection.name()))?;
+        tracing::info!(
+            projection = projection.name(),
+            applied,
+            "read model caught up"
+        );
+    }
+    Ok(())
 }
 
 /// Reads the stored logins, or returns `None` (with a warning) when the file is missing,
@@ -133,8 +155,8 @@ fn write_logins(path: &Path, stored: &StoredLogins) -> anyhow::Result<()> {
 fn announcement(description: &str, stored: Option<&StoredLogins>, logins_path: &Path) -> String {
     let mut text = format!(
         "Demo database {description} is ready. Serving on http://{{address}}; stop with Ctrl-C.\n\
-         The read models catch up with the loaded events in the background, so lists are \
-         incomplete until `referrals projections status` shows no event behind.\n"
+         Events recorded later reach the read models within seconds; \
+         `referrals projections status` shows how far behind each one is.\n"
     );
     let Some(stored) = stored else {
         let _ = writeln!(
