@@ -29,11 +29,16 @@ enum Command {
     Migrate,
     /// Run the demo: create and migrate the database, generate a master key into
     /// .data/master.key unless REFERRALS_MASTER_KEY or REFERRALS_MASTER_KEY_FILE is set,
-    /// and serve the API with its workers.
+    /// load the demo data set unless it is loaded already, print the demo logins (kept in
+    /// .data/demo-logins.json) and serve the API with its workers.
     Demo {
         /// Address to listen on.
         #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
         bind: std::net::SocketAddr,
+        /// Size of the demo data set on the first run: 1 is about 3,000 ambassadors and
+        /// 12,000 referrals; 0.05 loads in seconds. Ignored once data is loaded.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
     },
     /// Run the HTTP API and, unless --no-workers is given, the background workers.
     Serve(ServeArgs),
@@ -109,7 +114,7 @@ pub async fn run() -> ExitCode {
     init_logging();
     let outcome = match cli.command {
         Command::Migrate => migrate(&cli.database_url).await,
-        Command::Demo { bind } => demo(&cli.database_url, bind).await,
+        Command::Demo { bind, scale } => crate::demo_cli::run(&cli.database_url, bind, scale).await,
         Command::Serve(args) => serve(&cli.database_url, args).await,
         Command::Projections(ProjectionsCommand::Status {
             json,
@@ -165,7 +170,8 @@ fn init_logging() {
         .init();
 }
 
-async fn migrate(database_url: &str) -> anyhow::Result<()> {
+/// Creates the database when it does not exist and applies the migrations.
+pub(crate) async fn migrate(database_url: &str) -> anyhow::Result<()> {
     let options = database::parse_url(database_url)?;
     if database::create_database_if_missing(&options).await? {
         tracing::info!(database = %database::describe(&options), "created database");
@@ -189,34 +195,3 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     crate::server::serve(database_url, master_key, options).await
 }
 
-async fn demo(database_url: &str, bind: std::net::SocketAddr) -> anyhow::Result<()> {
-    let master_key = config::master_key_for_demo()?;
-    migrate(database_url).await?;
-    let options = database::parse_url(database_url)?;
-    let key_source = if std::env::var_os("REFERRALS_MASTER_KEY").is_some()
-        || std::env::var_os("REFERRALS_MASTER_KEY_FILE").is_some()
-    {
-        "the master key from your environment".to_owned()
-    } else {
-        format!("the master key in {}/master.key", config::DATA_DIR)
-    };
-    let announce = format!(
-        "Demo database {database} is migrated; personal data is encrypted under {key_source}.\n\
-         Serving on http://{{address}} (try: curl http://{{address}}/readyz); stop with Ctrl-C.\n\
-         Next, in another terminal: eval \"$(./dev env demo)\"; \
-         export REFERRALS_MASTER_KEY_FILE={data}/master.key; \
-         cargo run -q --release --bin referrals -- agency create --name \"Acme Staffing\" \
-         --admin-email admin@example.com (the README's HTTP API section goes on from there).",
-        database = database::describe(&options),
-        data = config::DATA_DIR,
-    );
-    let options = ServeOptions {
-        bind,
-        workers: true,
-        announce: Some(announce),
-        tls: None,
-        cors_origins: Vec::new(),
-        database_read_url: None,
-    };
-    crate::server::serve(database_url, master_key, options).await
-}

@@ -5,6 +5,7 @@ mod audit_cli;
 mod audit_export_cli;
 pub mod cli;
 pub mod config;
+mod demo_cli;
 pub mod http;
 pub mod imports;
 mod keys_cli;
