@@ -24,8 +24,8 @@ use sqlx::PgPool;
 
 use super::{Profile, Progress};
 
-/// Tasks that generate events at once; enough to keep two to eight cores busy.
-const GENERATION_WORKERS: usize = 8;
+/// Concurrent tasks that generate events, each on its own referrals.
+pub(crate) const GENERATION_WORKERS: usize = 8;
 /// Weeks of hours each generated referral records: with the four pipeline events, the
 /// hire, its milestone and the payout requests, about 46 events per referral.
 const GENERATED_WEEKS: i64 = 40;
@@ -131,13 +131,14 @@ fn recruiter(agency_id: AgencyId) -> CommandMetadata {
     )
 }
 
-/// The most recent Sunday on or before today, the end of the last complete week.
+/// Returns the most recent Sunday on or before today, the end of the last complete week.
 fn last_sunday() -> NaiveDate {
     let today = Utc::now().date_naive();
     today - chrono::Duration::days(i64::from(today.weekday().num_days_from_sunday()))
 }
 
-/// A program paying $500 at hire and $1,000 after 160 hours, and one ambassador.
+/// Creates a program paying $500 at hire and $1,000 after 160 hours, and enrolls one
+/// ambassador.
 async fn program_and_ambassador(
     app: &Application,
     metadata: &CommandMetadata,
@@ -232,7 +233,8 @@ async fn hired_referral(
     Ok((referral_id, events))
 }
 
-/// Records `hours` for the week ending `week_ending`; returns the referral's version.
+/// Records `hours` for the week ending `week_ending` and returns the referral's version
+/// with the number of events recorded.
 async fn record_hours(
     app: &Application,
     metadata: &CommandMetadata,

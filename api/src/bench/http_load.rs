@@ -91,7 +91,7 @@ impl Latency {
 #[derive(Debug, Clone)]
 pub(crate) struct LevelResult {
     pub clients: usize,
-    /// Commands answered with a 2xx status, per second.
+    /// Commands that returned a 2xx status, per second.
     pub commands_per_second: f64,
     /// Latency of the successful commands.
     pub latency: Latency,
@@ -111,7 +111,7 @@ pub(crate) struct HttpResults {
     pub server_idle_after_load_rss_kib: Option<u64>,
 }
 
-/// What every client needs to drive referrals.
+/// The tokens, ids and base URL that every client uses.
 struct Fixture {
     base: String,
     recruiter_token: String,
@@ -330,7 +330,7 @@ async fn journey_until(
             return;
         };
         // The server chooses the referral's id, so the later steps are built once the
-        // submission has answered.
+        // submission has returned.
         if step.kind == CommandKind::Submit {
             let Some(id) = body["id"].as_str().and_then(|id| id.parse().ok()) else {
                 return;
@@ -361,7 +361,7 @@ struct Step {
     approver: bool,
 }
 
-/// The first step of a referral's journey through the mix. The whole journey is nine
+/// Builds the first step of a referral's journey through the mix. The whole journey is nine
 /// commands: submit, contacted, interviewing, hire, hours for four weeks, and the
 /// approval of the hire bonus.
 fn submit_step(fixture: &Fixture, client_index: usize, round: usize) -> Step {
@@ -382,7 +382,7 @@ fn submit_step(fixture: &Fixture, client_index: usize, round: usize) -> Step {
     }
 }
 
-/// The steps after the submission of `referral_id`.
+/// Builds the steps after the submission of `referral_id`.
 fn follow_up_steps(fixture: &Fixture, referral_id: ReferralId) -> Vec<Step> {
     let referral = format!("/v1/referrals/{}", referral_id.0);
     let last_sunday = {
@@ -572,8 +572,8 @@ fn bench_email(prefix: &str) -> anyhow::Result<EmailAddress> {
         .map_err(|error| anyhow!("invalid bench address {text}: {}", error.message))
 }
 
-/// Terms paying $500 at hire and $1,000 after 160 hours; returns the program and the
-/// hire milestone's key, from which the clients derive the payout ids.
+/// Creates a program paying $500 at hire and $1,000 after 160 hours. Returns the program
+/// and the hire milestone's key, from which the clients derive the payout ids.
 async fn create_program(
     app: &Application,
     metadata: &CommandMetadata,
@@ -737,7 +737,7 @@ impl ServerProcess {
     }
 }
 
-/// The `address` field of the server's JSON "serving" log line.
+/// Parses the `address` field of the server's JSON "serving" log line.
 fn serving_address(line: &str) -> Option<SocketAddr> {
     let entry: Value = serde_json::from_str(line).ok()?;
     if entry["fields"]["message"] != "serving" {

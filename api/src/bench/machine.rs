@@ -14,6 +14,8 @@ pub(crate) struct Machine {
     pub fsync: String,
     pub synchronous_commit: String,
     pub git_commit: String,
+    /// "release" or "debug (unoptimized)", the build of the binary that measured.
+    pub build: &'static str,
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -66,6 +68,11 @@ pub(crate) async fn describe(pool: &PgPool) -> anyhow::Result<Machine> {
         fsync,
         synchronous_commit,
         git_commit: git_commit(),
+        build: if cfg!(debug_assertions) {
+            "debug (unoptimized)"
+        } else {
+            "release"
+        },
         started_at: chrono::Utc::now(),
     })
 }

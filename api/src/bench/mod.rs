@@ -1,9 +1,9 @@
 //! `referrals bench`: measures the product on this machine and writes a Markdown report.
 //!
-//! One run creates a scratch database, measures PostgreSQL's own append limit with the
-//! vendored pgbench kit, drives the real server over HTTP, generates events through the
-//! store's command path, measures projection catch-up and rebuild, the audit export and
-//! as-of reconstruction, and drops the database at the end. Absolute figures drift on a
+//! One run creates a scratch database and measures PostgreSQL's own append limit with the
+//! vendored pgbench kit. It then drives the real server over HTTP, generates events
+//! through the store's command path, and times projection catch-up and rebuild, the audit
+//! export and as-of reconstruction. The database is dropped at the end. Absolute figures drift on a
 //! shared machine, so the report compares HTTP throughput with PostgreSQL's
 //! `read_then_append` limit measured in the same run.
 
@@ -27,13 +27,13 @@ use referrals_store::database;
 /// Connections the bench process keeps to the scratch database.
 const POOL_SIZE: u32 = 16;
 
-/// What `referrals bench` runs.
+/// Options of `referrals bench`.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// Run the short profile: seconds per level instead of tens of seconds, and thousands
     /// of events instead of a million.
     pub quick: bool,
-    /// Where the Markdown report is written.
+    /// The file the Markdown report is written to.
     pub output: PathBuf,
     /// Events to generate for the projection and export measurements, overriding the
     /// profile's count.
@@ -66,8 +66,8 @@ impl Profile {
                 limit_seconds: 2,
                 client_levels: vec![1, 16, 64],
                 http_duration: Duration::from_secs(2),
-                events: 5_000,
-                generation_budget: Duration::from_secs(60),
+                events: 2_000,
+                generation_budget: Duration::from_secs(30),
                 as_of_events: 200,
             }
         } else {
@@ -143,7 +143,11 @@ pub async fn run(database_url: &str, options: BenchOptions) -> anyhow::Result<()
         scratch.name, profile.name
     ));
 
-    let outcome = measure(&scratch, &profile, progress).await;
+    // Ctrl-C ends the run early but still drops the scratch database.
+    let outcome = tokio::select! {
+        outcome = measure(&scratch, &profile, progress) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; no report was written")),
+    };
     let dropped = scratch.drop_database().await;
     let mut results = outcome?;
     dropped?;

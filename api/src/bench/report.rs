@@ -79,10 +79,24 @@ fn machine(out: &mut String, results: &Results) {
         machine.synchronous_commit
     );
     let _ = writeln!(out, "| git commit | {} |", machine.git_commit);
+    let _ = writeln!(out, "| build of `referrals` | {} |", machine.build);
     let _ = writeln!(
         out,
-        "\nPostgreSQL, the server, the clients and the bench share the same cores.\n"
+        "\nPostgreSQL, the server, the clients and the bench share the same cores."
     );
+    let loaded = machine
+        .load_average
+        .as_deref()
+        .and_then(|load| load.parse::<f64>().ok())
+        .is_some_and(|load| load > machine.cores as f64);
+    if loaded {
+        let _ = writeln!(
+            out,
+            "The load average above the core count shows that other work shared the machine \
+             during this run, so every figure here is lower than the machine alone would give."
+        );
+    }
+    let _ = writeln!(out);
 }
 
 fn limit(out: &mut String, results: &Results) {
@@ -194,7 +208,7 @@ fn projections(out: &mut String, results: &Results) {
         "Events were generated through the store's command path (`Application`, {} concurrent \
          workers, no HTTP): {} events in the store after {} commands in {:.0} s ({:.0} \
          commands/s). Each has real metadata and a chain hash from the insert trigger.{}\n",
-        8,
+        super::events::GENERATION_WORKERS,
         generation.events,
         generation.commands,
         generation.seconds,
