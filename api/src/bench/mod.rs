@@ -24,6 +24,9 @@ use referrals_store::application::Application;
 use referrals_store::crypto::MasterKey;
 use referrals_store::database;
 
+/// Events the full profile generates for the projection and export measurements.
+pub(crate) const FULL_EVENTS: u64 = 1_000_000;
+
 /// Connections the bench process keeps to the scratch database.
 const POOL_SIZE: u32 = 16;
 
@@ -76,7 +79,7 @@ impl Profile {
                 limit_seconds: 15,
                 client_levels: vec![1, 16, 64],
                 http_duration: Duration::from_secs(15),
-                events: 1_000_000,
+                events: FULL_EVENTS,
                 generation_budget: Duration::from_secs(30 * 60),
                 as_of_events: 1_000,
             }

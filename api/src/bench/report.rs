@@ -40,6 +40,15 @@ fn header(out: &mut String, results: &Results) {
              samples. A full run (`referrals bench`) uses 1,000,000 events.\n"
         );
     }
+    if profile.name == "full" && profile.events != super::FULL_EVENTS {
+        let _ = writeln!(
+            out,
+            "**This run generated {} events (`--events`) instead of the full profile's {}**, \
+             so the projection and export figures come from a smaller store.\n",
+            profile.events,
+            super::FULL_EVENTS
+        );
+    }
     let _ = writeln!(
         out,
         "Written by `referrals bench` ({} profile) on {} in {:.0} s. The run creates a scratch \
