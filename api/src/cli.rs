@@ -62,7 +62,7 @@ enum Command {
     /// and drops it at the end; needs pgbench, psql and bash. The full run generates
     /// 1,000,000 events and takes tens of minutes.
     Bench {
-        /// Run the short profile (2 s per level, 2,000 events), which finishes in one to two
+        /// Run the short profile (2 s per level, 1,000 events), which finishes in one to two
         /// minutes; its figures are rough.
         #[arg(long)]
         quick: bool,
@@ -70,7 +70,7 @@ enum Command {
         #[arg(long, default_value = "BENCHMARKS.md")]
         output: std::path::PathBuf,
         /// Events to generate for the projection and export measurements, instead of the
-        /// profile's 1,000,000 (full) or 2,000 (quick).
+        /// profile's 1,000,000 (full) or 1,000 (quick).
         #[arg(long)]
         events: Option<u64>,
     },

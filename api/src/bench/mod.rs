@@ -69,9 +69,9 @@ impl Profile {
                 limit_seconds: 2,
                 client_levels: vec![1, 16, 64],
                 http_duration: Duration::from_secs(2),
-                events: 2_000,
+                events: 1_000,
                 generation_budget: Duration::from_secs(30),
-                as_of_events: 200,
+                as_of_events: 100,
             }
         } else {
             Self {
