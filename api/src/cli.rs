@@ -57,6 +57,23 @@ enum Command {
     /// Manage the master key that wraps the encryption keys.
     #[command(subcommand)]
     Keys(crate::keys_cli::KeysCommand),
+    /// Measure the product on this machine against PostgreSQL's own append limit and
+    /// write a Markdown report. Creates a scratch database on the server of DATABASE_URL
+    /// and drops it at the end; needs pgbench, psql and bash. The full run generates
+    /// 1,000,000 events and takes tens of minutes.
+    Bench {
+        /// Run the short profile (2 s per level, 1,000 events), which finishes in one to two
+        /// minutes; its figures are rough.
+        #[arg(long)]
+        quick: bool,
+        /// File the Markdown report is written to.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        output: std::path::PathBuf,
+        /// Events to generate for the projection and export measurements, instead of the
+        /// profile's 1,000,000 (full) or 1,000 (quick).
+        #[arg(long)]
+        events: Option<u64>,
+    },
 }
 
 /// Options of `referrals serve`.
@@ -134,6 +151,18 @@ pub async fn run() -> ExitCode {
         }
         Command::Audit(command) => crate::audit_cli::run(&cli.database_url, command).await,
         Command::Keys(command) => crate::keys_cli::run(&cli.database_url, command).await,
+        Command::Bench {
+            quick,
+            output,
+            events,
+        } => {
+            let options = crate::bench::BenchOptions {
+                quick,
+                output,
+                events,
+            };
+            crate::bench::run(&cli.database_url, options).await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 mod accounts_cli;
 mod audit_cli;
 mod audit_export_cli;
+pub mod bench;
 pub mod cli;
 pub mod config;
 mod demo_cli;
