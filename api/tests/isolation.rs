@@ -5,7 +5,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
 use common::{TestAgency, TestApi};
 use referrals_api::http::authorization::{route_action, Action, ROUTE_ACTIONS};
 use referrals_domain::role::Role;
@@ -106,7 +107,27 @@ async fn create_resources(api: &TestApi, agency: &TestAgency) -> Resources {
     );
     let subject_request_id = subject_request.body["id"].as_str().unwrap().to_owned();
 
+    let upload = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/timesheets")
+        .header(header::AUTHORIZATION, format!("Bearer {recruiter}"))
+        .header(header::CONTENT_TYPE, "text/csv")
+        .body(Body::from("external_worker_id,week_ending,hours\nW-1,2026-11-08,38.5\n"))
+        .unwrap();
+    let timesheet = api.raw(upload).await;
+    assert_eq!(timesheet.status, StatusCode::ACCEPTED, "{}", timesheet.body);
+    let timesheet_id = timesheet.body["id"].as_str().unwrap().to_owned();
+
+    let (_, approver) = api.user(agency, &[Role::PayoutApprover]).await;
+    let export = api
+        .call(Method::POST, "/v1/payouts/exports", Some(&approver), None)
+        .await;
+    assert_eq!(export.status, StatusCode::CREATED, "{}", export.body);
+    let export_id = export.body["id"].as_str().unwrap().to_owned();
+
     let ids = HashMap::from([
+        ("timesheets", timesheet_id),
+        ("payouts/exports", export_id),
         ("programs", program_id.clone()),
         ("privacy", subject_request_id),
         ("ambassadors", ambassador_id.clone()),
@@ -175,6 +196,8 @@ async fn other_agency_gets_404_everywhere(pool: PgPool) {
         let concrete = if path.contains("{aggregate_type}") {
             path.replace("{aggregate_type}", "referral")
                 .replace("{id}", &resources.ids["referrals"])
+        } else if *path == "/v1/payouts/exports/{id}" {
+            path.replace("{id}", &resources.ids["payouts/exports"])
         } else {
             match resources.ids.get(collection) {
                 Some(id) if path.contains("{id}") => path.replace("{id}", id),
