@@ -119,6 +119,7 @@ pub struct TimesheetImportView {
 #[into_params(parameter_in = Query)]
 pub struct TimesheetRowsQuery {
     /// Only rows with this outcome, such as `invalid`.
+    #[param(inline)]
     pub outcome: Option<OutcomeFilter>,
     /// Rows per page, 1 to 500 (default 50).
     pub limit: Option<i64>,
