@@ -112,7 +112,9 @@ async fn create_resources(api: &TestApi, agency: &TestAgency) -> Resources {
         .uri("/v1/timesheets")
         .header(header::AUTHORIZATION, format!("Bearer {recruiter}"))
         .header(header::CONTENT_TYPE, "text/csv")
-        .body(Body::from("external_worker_id,week_ending,hours\nW-1,2026-11-08,38.5\n"))
+        .body(Body::from(
+            "external_worker_id,week_ending,hours\nW-1,2026-11-08,38.5\n",
+        ))
         .unwrap();
     let timesheet = api.raw(upload).await;
     assert_eq!(timesheet.status, StatusCode::ACCEPTED, "{}", timesheet.body);
