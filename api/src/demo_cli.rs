@@ -61,6 +61,7 @@ pub async fn run(database_url: &str, bind: SocketAddr, scale: f64) -> anyhow::Re
                 };
                 write_logins(&logins_path, &stored)?;
                 catch_up_read_models(&pool).await?;
+                skip_history_notifications(&pool).await?;
                 Some(stored)
             }
             Some((agency_id, true)) => {
@@ -102,6 +103,26 @@ async fn catch_up_read_models(pool: &sqlx::PgPool) -> anyhow::Result<()> {
             "read model caught up"
         );
     }
+    Ok(())
+}
+
+/// Moves the notification outbox past the loaded history, so the demo does not queue a
+/// message for every event of the data set's 18 months when it starts serving. Messages
+/// for commands sent to the running demo are queued as usual.
+async fn skip_history_notifications(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, transaction_id, position)
+         SELECT $1, transaction_id, position FROM events
+          ORDER BY transaction_id DESC, position DESC LIMIT 1
+         ON CONFLICT (projection) DO UPDATE
+            SET transaction_id = excluded.transaction_id, position = excluded.position,
+                updated_at = now()",
+    )
+    .bind(referrals_workers::outbox::OUTBOX_PROJECTION)
+    .execute(pool)
+    .await
+    .context("moving the notification outbox past the demo history failed")?;
+    tracing::info!("notifications for the loaded history skipped");
     Ok(())
 }
 

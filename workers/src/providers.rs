@@ -2,6 +2,7 @@
 //! that replaces either one when it is not configured.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -210,9 +211,11 @@ impl Provider for FileSink {
         let directory = self.directory.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&directory)?;
+            // The lines hold addresses and names, so only the service's user may read them.
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)?;
             writeln!(file, "{line}")
         })

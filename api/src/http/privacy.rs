@@ -129,13 +129,20 @@ pub async fn create_subject_request(
             (request_id, subjects)
         }
     };
+    // The stored completion time, so this response and later reads agree.
+    let completed_at: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT completed_at FROM subject_requests WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(database_error)?;
     let response = SubjectRequestResponse {
         id: request_id,
         kind: kind.as_str().to_owned(),
         status: "completed".to_owned(),
         subjects_found: i32::try_from(subjects.len()).unwrap_or(i32::MAX),
         requested_at: metadata.recorded_at,
-        completed_at: Some(Utc::now()),
+        completed_at,
         export: None,
     };
     created(
