@@ -218,9 +218,10 @@ pub async fn rebuild(database_url: &str, name: Option<&str>) -> anyhow::Result<(
 /// A rebuild replaces a projection's rows with those built from the first event. For the
 /// outbox that would drop every row's `sent` or `skipped` state and queue each message
 /// again as pending, and the dispatcher would send them all a second time. The dedupe
-/// key does not prevent that: it stops a replayed event from adding a second row while
-/// the first row exists, but SendGrid only echoes `custom_args.dedupe_key` in its event
-/// webhooks and does not drop a repeated message, and TextUs receives no key at all.
+/// key does not prevent that. It stops a replayed event from adding a second row while
+/// the first row exists. But SendGrid documents `custom_args` as used only for tracking
+/// (echoed in its Event Webhook), not for dropping a repeated message, and TextUs
+/// receives no key at all.
 fn outbox_rebuild_refusal() -> String {
     format!(
         "{OUTBOX_PROJECTION} cannot be rebuilt: replaying the events would queue every \

@@ -11,12 +11,12 @@ use live::load::{self, LoadOptions};
 use live::mock_sendgrid::MockSendGrid;
 use live::{checks, Database, Server};
 
-/// Claim lease of the servers, in seconds: short, so rows claimed by the killed process
-/// are sent again within the test's waits, and long enough for one batch of sends to
-/// the loopback mock, so a live process does not send its own claim twice.
+/// Claim lease of the servers, in seconds. It is short, so rows claimed by the killed
+/// process are sent again within the test's waits. It is also longer than one batch of
+/// sends to the loopback mock takes, so a live process never sends its own claim twice.
 const CLAIM_LEASE_SECONDS: &str = "3";
 
-/// The server environment: e-mail to the mock, fast retries and a short claim lease.
+/// Returns the server environment: e-mail to the mock, fast retries and a short claim lease.
 fn server_environment(sendgrid: &MockSendGrid) -> Vec<(&'static str, String)> {
     let mut environment = sendgrid.environment();
     environment.push(("NOTIFICATION_RETRY_BASE_MS", "200".to_owned()));

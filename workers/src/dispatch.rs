@@ -29,7 +29,8 @@ use crate::providers::{OutgoingMessage, Provider};
 use crate::templates;
 
 /// How long a claimed row stays invisible to other dispatchers by default. It must
-/// exceed the time one batch of sends can take, or a slow batch is sent twice.
+/// exceed the time one batch of sends can take, or another dispatcher claims and sends
+/// the rest of a slow batch a second time.
 pub const CLAIM_LEASE: TimeDelta = TimeDelta::minutes(5);
 
 /// Retry settings of the dispatcher.

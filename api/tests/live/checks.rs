@@ -242,8 +242,8 @@ pub async fn wait_for_outbox_drained(
 ///
 /// Delivery is at least once: a process killed between the provider's 202 and the
 /// `sent` update leaves the row pending, and after the claim lease another process sends
-/// it again. So a key may arrive twice if, and only if, its row was claimed and
-/// unfinished at the kill; every other key must arrive exactly once.
+/// it again. So a key may arrive twice only if its row was claimed and unfinished at
+/// the kill. Every other key must arrive exactly once.
 pub async fn notifications_delivered_once(
     connection: &mut PgConnection,
     received: &[String],

@@ -33,12 +33,12 @@ impl MockSendGrid {
         }
     }
 
-    /// The dedupe keys received so far, one per request.
+    /// Returns the dedupe keys received so far, one per request.
     pub fn dedupe_keys(&self) -> Vec<String> {
         self.received.lock().unwrap().clone()
     }
 
-    /// The environment that points `referrals serve` at this mock.
+    /// Returns the environment that points `referrals serve` at this mock.
     pub fn environment(&self) -> Vec<(&'static str, String)> {
         vec![
             ("SENDGRID_BASE_URL", self.base_url.clone()),
@@ -48,8 +48,8 @@ impl MockSendGrid {
     }
 }
 
-/// Records the request's dedupe key; a request without one is recorded as an empty
-/// key, so the check reports it as a key that matches no outbox row.
+/// Records the request's dedupe key. A request without one is recorded as an empty key,
+/// which the check then reports as a key that matches no outbox row.
 async fn accept(
     State(received): State<Arc<Mutex<Vec<String>>>>,
     Json(body): Json<Value>,
