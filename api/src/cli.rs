@@ -119,7 +119,8 @@ enum ProjectionsCommand {
     /// Rebuild read models from the event store. The live tables stay readable: the
     /// rebuild fills copies and swaps their rows in at the end.
     Rebuild {
-        /// The projection to rebuild; every read model when left out.
+        /// The projection to rebuild; every read model and referral_schedule when left
+        /// out. notification_outbox is rejected because a rebuild would resend messages.
         name: Option<String>,
     },
 }

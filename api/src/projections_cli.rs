@@ -3,17 +3,18 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
-use referrals_projections::models;
 use referrals_projections::runner::ProjectionRunner;
 use referrals_projections::status::{projection_status, ProjectionStatus};
+use referrals_projections::{models, Projection};
 use referrals_store::application::PAYOUT_REQUESTER_JOB;
 use referrals_store::database;
 use referrals_store::replica::replica_lag;
+use referrals_workers::outbox::OUTBOX_PROJECTION;
 
 /// How often a rebuild without a terminal logs its progress, in events.
 const LOG_EVERY_EVENTS: u64 = 50_000;
 
-/// Prints the status of every read model and reactor. With a replica, also prints its
+/// Prints the status of every read model, reactor and worker projection. With a replica, also prints its
 /// replay lag and the status as read from the replica, which is what list endpoints
 /// serve; JSON output is then an object with `primary` and `replica` keys in place of the
 /// bare list.
@@ -32,6 +33,12 @@ pub async fn status(
         .map(|projection| projection.name())
         .collect();
     names.push(PAYOUT_REQUESTER_JOB);
+    let worker_projections = referrals_workers::projections();
+    names.extend(
+        worker_projections
+            .iter()
+            .map(|projection| projection.name()),
+    );
     let statuses = projection_status(&pool, &names)
         .await
         .context("reading projection status")?;
@@ -127,26 +134,40 @@ fn print_status_table(statuses: &[ProjectionStatus]) {
     }
 }
 
-/// Rebuilds one read model, or all of them, showing progress.
+/// Rebuilds one projection, or every read model and the referral schedule, showing
+/// progress.
 ///
 /// # Errors
-/// Returns an error for an unknown name or a failed rebuild.
+/// Returns an error for an unknown name, for the notification outbox, and for a failed
+/// rebuild.
 pub async fn rebuild(database_url: &str, name: Option<&str>) -> anyhow::Result<()> {
+    // Checked before connecting, so the reason does not depend on the database.
+    if name == Some(OUTBOX_PROJECTION) {
+        bail!("{}", outbox_rebuild_refusal());
+    }
     let pool = database::connect(&database::parse_url(database_url)?, 4).await?;
-    let read_models = models::all();
+    let mut rebuildable: Vec<std::sync::Arc<dyn Projection>> = models::all()
+        .into_iter()
+        .map(std::sync::Arc::from)
+        .collect();
+    rebuildable.extend(
+        referrals_workers::projections()
+            .into_iter()
+            .filter(|projection| projection.name() != OUTBOX_PROJECTION),
+    );
     let chosen: Vec<_> = match name {
-        None => read_models.iter().collect(),
+        None => rebuildable.iter().collect(),
         Some(name) => {
-            let Some(projection) = read_models
+            let Some(projection) = rebuildable
                 .iter()
                 .find(|projection| projection.name() == name)
             else {
-                let known: Vec<_> = read_models
+                let known: Vec<_> = rebuildable
                     .iter()
                     .map(|projection| projection.name())
                     .collect();
                 bail!(
-                    "unknown projection {name:?}; the read models are: {}",
+                    "unknown projection {name:?}; the projections that can be rebuilt are: {}",
                     known.join(", ")
                 );
             };
@@ -190,4 +211,21 @@ pub async fn rebuild(database_url: &str, name: Option<&str>) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+/// The reason `rebuild notification_outbox` is rejected.
+///
+/// A rebuild replaces a projection's rows with those built from the first event. For the
+/// outbox that would drop every row's `sent` or `skipped` state and queue each message
+/// again as pending, and the dispatcher would send them all a second time. The dedupe
+/// key does not prevent that. It stops a replayed event from adding a second row while
+/// the first row exists. But SendGrid documents `custom_args` as used only for tracking
+/// (echoed in its Event Webhook), not for dropping a repeated message, and TextUs
+/// receives no key at all.
+fn outbox_rebuild_refusal() -> String {
+    format!(
+        "{OUTBOX_PROJECTION} cannot be rebuilt: replaying the events would queue every \
+         notification again and send it a second time. Its rows are the record of what \
+         was sent; use `referrals projections status` to see how far behind it is"
+    )
 }

@@ -127,7 +127,8 @@ pub async fn serve(
             notifications.sms,
             notifications.retry,
             Arc::new(SystemClock),
-        );
+        )
+        .with_claim_lease(notifications.claim_lease);
         let dispatcher = tokio::spawn(referrals_workers::run_dispatcher(
             dispatcher,
             referrals_workers::DISPATCH_INTERVAL,

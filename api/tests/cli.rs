@@ -127,6 +127,16 @@ async fn projections_status_and_rebuild_run() {
         .env("DATABASE_URL", &url)
         .output()
         .unwrap();
+    let schedule = referrals()
+        .args(["projections", "rebuild", "referral_schedule"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let outbox = referrals()
+        .args(["projections", "rebuild", "notification_outbox"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
     let unknown = referrals()
         .args(["projections", "rebuild", "no_such_view"])
         .env("DATABASE_URL", &url)
@@ -148,6 +158,8 @@ async fn projections_status_and_rebuild_run() {
         .collect();
     assert!(names.contains(&"referral_board"), "{names:?}");
     assert!(names.contains(&"payout_requester"), "{names:?}");
+    assert!(names.contains(&"referral_schedule"), "{names:?}");
+    assert!(names.contains(&"notification_outbox"), "{names:?}");
     assert!(
         rebuild.status.success(),
         "{}",
@@ -155,6 +167,23 @@ async fn projections_status_and_rebuild_run() {
     );
     assert!(
         String::from_utf8_lossy(&rebuild.stdout).contains("referral_board: rebuilt from 0 events")
+    );
+    assert!(
+        schedule.status.success(),
+        "{}",
+        String::from_utf8_lossy(&schedule.stderr)
+    );
+    assert!(String::from_utf8_lossy(&schedule.stdout)
+        .contains("referral_schedule: rebuilt from 0 events"));
+    assert_eq!(outbox.status.code(), Some(1));
+    let outbox_reason = String::from_utf8_lossy(&outbox.stderr);
+    assert!(
+        outbox_reason.contains("notification_outbox cannot be rebuilt"),
+        "{outbox_reason}"
+    );
+    assert!(
+        outbox_reason.contains("second time"),
+        "the reason says why: {outbox_reason}"
     );
     assert_eq!(unknown.status.code(), Some(1));
     let reason = String::from_utf8_lossy(&unknown.stderr);

@@ -1,8 +1,8 @@
 //! The outbox dispatcher: claims due rows, resolves each recipient's address at send
 //! time, sends through the channel's provider, and records the outcome.
 //!
-//! Delivery is at least once. A claim pushes the row's `next_attempt_at` ahead by
-//! [`CLAIM_LEASE`], so parallel dispatchers skip it. If the process dies before the
+//! Delivery is at least once. A claim pushes the row's `next_attempt_at` ahead by the
+//! claim lease ([`CLAIM_LEASE`] unless configured), so parallel dispatchers skip it. If the process dies before the
 //! outcome is written, the row falls due again after the lease and is sent again.
 //! Failed attempts back off exponentially, and after `max_attempts` failures the row
 //! is dead-lettered.
@@ -28,7 +28,9 @@ use crate::outbox::Channel;
 use crate::providers::{OutgoingMessage, Provider};
 use crate::templates;
 
-/// How long a claimed row stays invisible to other dispatchers.
+/// How long a claimed row stays invisible to other dispatchers by default. It must
+/// exceed the time one batch of sends can take, or another dispatcher claims and sends
+/// the rest of a slow batch a second time.
 pub const CLAIM_LEASE: TimeDelta = TimeDelta::minutes(5);
 
 /// Retry settings of the dispatcher.
@@ -109,6 +111,7 @@ pub struct Dispatcher {
     policy: RetryPolicy,
     clock: Arc<dyn Clock>,
     batch_size: i64,
+    claim_lease: TimeDelta,
 }
 
 impl Dispatcher {
@@ -133,7 +136,16 @@ impl Dispatcher {
             },
             clock,
             batch_size: 100,
+            claim_lease: CLAIM_LEASE,
         }
+    }
+
+    /// Sets how long a claimed row stays invisible to other dispatchers, in place of
+    /// [`CLAIM_LEASE`]. Rows claimed by a process that died are sent again after it.
+    #[must_use]
+    pub fn with_claim_lease(mut self, lease: Duration) -> Self {
+        self.claim_lease = TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+        self
     }
 
     fn pool(&self) -> &PgPool {
@@ -158,7 +170,10 @@ impl Dispatcher {
                     referral_id, payout_id, params, attempts",
         )
         .bind(now)
-        .bind(now + CLAIM_LEASE)
+        .bind(
+            now.checked_add_signed(self.claim_lease)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
         .bind(self.batch_size)
         .fetch_all(self.pool())
         .await?;

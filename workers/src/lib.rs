@@ -35,9 +35,8 @@ pub const RULES_INTERVAL: Duration = Duration::from_secs(60);
 pub const DISPATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Returns the projections the workers need: the rule schedule and the outbox.
-///
-/// NOTE: `referrals projections status` and `rebuild` cover only the read models, so
-/// they neither show the lag of these two nor rebuild the schedule.
+/// `referrals projections status` lists both, and `rebuild` accepts the schedule but
+/// rejects the outbox, because replaying it would send every message again.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(schedule::ReferralScheduleProjection),

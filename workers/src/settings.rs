@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dispatch::RetryPolicy;
+use crate::dispatch::{RetryPolicy, CLAIM_LEASE};
 use crate::providers::{FileSink, Provider, SendGrid, TextUs};
 
 /// Errors of reading the notification configuration.
@@ -41,6 +41,9 @@ pub struct NotificationSettings {
     pub description: String,
     /// Retries and dead-lettering.
     pub retry: RetryPolicy,
+    /// How long a claimed row stays invisible to other dispatchers, and so how long
+    /// rows claimed by a process that died wait before they are sent again.
+    pub claim_lease: Duration,
 }
 
 impl NotificationSettings {
@@ -54,6 +57,8 @@ impl NotificationSettings {
     /// - A channel without its provider writes to `{data_dir}/outbox/{channel}.jsonl`.
     /// - `NOTIFICATION_MAX_ATTEMPTS` (default 8) and `NOTIFICATION_RETRY_BASE_MS`
     ///   (default 10000, doubled after each failure) set the retries.
+    /// - `NOTIFICATION_CLAIM_LEASE_SECONDS` (default 300, at least 1) sets the claim
+    ///   lease.
     ///
     /// # Errors
     /// Returns [`SettingsError`] for a missing companion variable or an invalid number.
@@ -116,12 +121,28 @@ impl NotificationSettings {
             })?;
             retry.base_backoff = Duration::from_millis(millis);
         }
+        let mut claim_lease = CLAIM_LEASE.to_std().unwrap_or(Duration::from_secs(300));
+        if let Some(text) = lookup("NOTIFICATION_CLAIM_LEASE_SECONDS") {
+            let seconds = text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|seconds| *seconds >= 1)
+                .ok_or_else(|| {
+                    invalid(
+                        "NOTIFICATION_CLAIM_LEASE_SECONDS",
+                        format!("`{text}` is not a whole number of seconds of at least 1"),
+                    )
+                })?;
+            claim_lease = Duration::from_secs(seconds);
+        }
 
         Ok(Self {
             email,
             sms,
             description: format!("email={email_name} sms={sms_name}"),
             retry,
+            claim_lease,
         })
     }
 }
@@ -144,6 +165,28 @@ mod tests {
         let settings = settings(&[]).unwrap();
         assert_eq!(settings.description, "email=file sms=file");
         assert_eq!(settings.retry, RetryPolicy::default());
+        assert_eq!(settings.claim_lease, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn claim_lease_is_read_in_seconds() {
+        let settings = settings(&[("NOTIFICATION_CLAIM_LEASE_SECONDS", "3")]).unwrap();
+        assert_eq!(settings.claim_lease, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn invalid_claim_lease_is_rejected() {
+        for value in ["0", "-5", "2.5", "five"] {
+            let error = settings(&[("NOTIFICATION_CLAIM_LEASE_SECONDS", value)])
+                .err()
+                .unwrap();
+            let message = error.to_string();
+            assert!(
+                message.contains("NOTIFICATION_CLAIM_LEASE_SECONDS"),
+                "{message}"
+            );
+            assert!(message.contains(value), "{message}");
+        }
     }
 
     #[test]

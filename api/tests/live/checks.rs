@@ -1,7 +1,8 @@
 //! What must hold after a load, whatever happened to the servers during it. Each check is
 //! one function that panics with the first violation it finds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
@@ -194,4 +195,125 @@ pub async fn event_counts(connection: &mut PgConnection) -> BTreeMap<String, i64
             .await
             .unwrap();
     counts.into_iter().collect()
+}
+
+/// Returns the dedupe keys of outbox rows that a dispatcher has claimed and not yet
+/// finished: pending, with `next_attempt_at` pushed past now by the claim lease. Read
+/// right after a kill, these are the rows the killed process may have sent without
+/// recording it. A row waiting out the backoff after a failed attempt matches too, so
+/// the set can only be larger than the claims, which makes the check more lenient.
+pub async fn claimed_notifications(connection: &mut PgConnection) -> BTreeSet<String> {
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT dedupe_key FROM notifications.outbox
+          WHERE status = 'pending' AND next_attempt_at > now()",
+    )
+    .fetch_all(connection)
+    .await
+    .unwrap();
+    keys.into_iter().collect()
+}
+
+/// Waits until no outbox row is pending, polling for at most `timeout`. Returns the
+/// number still pending when the time runs out.
+pub async fn wait_for_outbox_drained(
+    connection: &mut PgConnection,
+    timeout: Duration,
+) -> Result<(), i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM notifications.outbox WHERE status = 'pending'",
+        )
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap();
+        if pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(pending);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Asserts that every outbox row is finished and that the mock e-mail provider got each
+/// sent e-mail once, given the dedupe keys it `received` and the rows `claimed_at_kill`.
+///
+/// Delivery is at least once: a process killed between the provider's 202 and the
+/// `sent` update leaves the row pending, and after the claim lease another process sends
+/// it again. So a key may arrive twice only if its row was claimed and unfinished at
+/// the kill. Every other key must arrive exactly once.
+pub async fn notifications_delivered_once(
+    connection: &mut PgConnection,
+    received: &[String],
+    claimed_at_kill: &BTreeSet<String>,
+) {
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT dedupe_key, channel, status, last_error FROM notifications.outbox ORDER BY id",
+    )
+    .fetch_all(connection)
+    .await
+    .unwrap();
+    assert!(!rows.is_empty(), "the load queued no notification");
+
+    let mut deliveries: BTreeMap<&str, usize> = BTreeMap::new();
+    for key in received {
+        *deliveries.entry(key.as_str()).or_default() += 1;
+    }
+
+    let unfinished: Vec<_> = rows
+        .iter()
+        .filter(|(_, _, status, reason)| {
+            !(status == "sent" || (status == "skipped" && reason.is_some()))
+        })
+        .collect();
+    assert!(
+        unfinished.is_empty(),
+        "{} outbox rows neither sent nor skipped with a reason, first: {:?}",
+        unfinished.len(),
+        unfinished.first()
+    );
+
+    let sent_emails: Vec<&str> = rows
+        .iter()
+        .filter(|(_, channel, status, _)| channel == "email" && status == "sent")
+        .map(|(key, _, _, _)| key.as_str())
+        .collect();
+    assert!(!sent_emails.is_empty(), "no e-mail was sent");
+    let never_delivered: Vec<&&str> = sent_emails
+        .iter()
+        .filter(|key| !deliveries.contains_key(**key))
+        .collect();
+    assert!(
+        never_delivered.is_empty(),
+        "{} e-mails marked sent never reached the provider, first: {:?}",
+        never_delivered.len(),
+        never_delivered.first()
+    );
+
+    let known: BTreeSet<&str> = sent_emails.iter().copied().collect();
+    let unexpected: Vec<&&str> = deliveries
+        .keys()
+        .filter(|key| !known.contains(**key))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "the provider got keys of no sent e-mail row (SMS, skipped or unknown): {unexpected:?}"
+    );
+
+    let repeated_unclaimed: Vec<(&&str, &usize)> = deliveries
+        .iter()
+        .filter(|(key, count)| **count > 1 && !claimed_at_kill.contains(**key))
+        .collect();
+    assert!(
+        repeated_unclaimed.is_empty(),
+        "e-mails delivered more than once without a claim cut off by the kill: {repeated_unclaimed:?}"
+    );
+    let more_than_twice: Vec<(&&str, &usize)> =
+        deliveries.iter().filter(|(_, count)| **count > 2).collect();
+    assert!(
+        more_than_twice.is_empty(),
+        "e-mails delivered more than twice (once by the killed process, once after): {more_than_twice:?}"
+    );
 }

@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod load;
+pub mod mock_sendgrid;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
@@ -126,10 +127,22 @@ impl Server {
 
     /// Starts the server with extra arguments after `serve`.
     pub fn start_with(database: &Database, bind: &str, arguments: &[&str]) -> Self {
+        Self::start_with_environment(database, bind, arguments, &[])
+    }
+
+    /// Starts the server with extra arguments after `serve` and extra environment
+    /// variables.
+    pub fn start_with_environment(
+        database: &Database,
+        bind: &str,
+        arguments: &[&str],
+        environment: &[(&str, String)],
+    ) -> Self {
         let mut child = database
             .command()
             .arg("serve")
             .args(arguments)
+            .envs(environment.iter().map(|(name, value)| (name, value)))
             .env("BIND_ADDR", bind)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
