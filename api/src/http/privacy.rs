@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::access_log::{record_accesses, SubjectType};
 use super::auth::Authenticated;
 use super::authorization::Action;
-use super::conventions::{created, parse_id};
+use super::conventions::{created, database_error, parse_id};
 use super::json::StrictJson;
 use super::problem::{ApiError, Problem};
 use super::AppState;
