@@ -260,10 +260,32 @@ async fn export_line(
         currency: amount.currency().as_str().to_owned(),
         memo: format!(
             "Referral bonus {} for referral {referral_id}",
-            milestone.as_str()
+            milestone_words(milestone.as_str())
         ),
         referral_id: referral_id.0,
     })
+}
+
+/// Describes a milestone key such as `hours_worked:160.00:ambassador` in words for the
+/// memo column, e.g. "after 160 hours worked". Erasure finds a candidate payee's line by
+/// the referral id at the end of the memo, so the memo keeps ending with it.
+fn milestone_words(key: &str) -> String {
+    let mut parts = key.split(':');
+    let trigger = parts.next().unwrap_or_default();
+    let threshold = parts.next().unwrap_or_default();
+    let threshold = threshold.strip_suffix(".00").unwrap_or(threshold);
+    let recipient = parts.next().unwrap_or_default();
+    let when = match trigger {
+        "hired" => "at hire".to_owned(),
+        "hours_worked" => format!("after {threshold} hours worked"),
+        "days_employed" => format!("after {threshold} days employed"),
+        _ => key.to_owned(),
+    };
+    if recipient == "candidate" {
+        format!("{when}, to the candidate")
+    } else {
+        when
+    }
 }
 
 /// Opens a sealed name of `subject_id`; an erased subject's name is [`ERASED_NAME`].
@@ -617,13 +639,30 @@ async fn mark_paid(
 
 #[cfg(test)]
 mod tests {
-    use super::spreadsheet_safe;
+    use super::{milestone_words, spreadsheet_safe};
 
     #[test]
     fn formula_text_gets_an_apostrophe() {
         for text in ["=SUM(A1)", "+1", "-2", "@cmd", "\tx", "\rx"] {
             assert_eq!(spreadsheet_safe(text), format!("'{text}"), "{text:?}");
         }
+    }
+
+    #[test]
+    fn milestone_memo_reads_as_words() {
+        assert_eq!(milestone_words("hired:0.00:ambassador"), "at hire");
+        assert_eq!(
+            milestone_words("hours_worked:160.00:ambassador"),
+            "after 160 hours worked"
+        );
+        assert_eq!(
+            milestone_words("days_employed:42.00:candidate"),
+            "after 42 days employed, to the candidate"
+        );
+        assert_eq!(
+            milestone_words("hours_worked:37.50:ambassador"),
+            "after 37.50 hours worked"
+        );
     }
 
     #[test]
