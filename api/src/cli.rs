@@ -223,4 +223,3 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     };
     crate::server::serve(database_url, master_key, options).await
 }
-

@@ -990,10 +990,7 @@ async fn download_text(api: &TestApi, token: &str, url: &str) -> String {
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn erasure_redacts_payroll_files(pool: PgPool) {
     let setup = setup(&pool).await;
-    let (_, approver) = setup
-        .api
-        .user(&setup.agency, &[Role::PayoutApprover])
-        .await;
+    let (_, approver) = setup.api.user(&setup.agency, &[Role::PayoutApprover]).await;
     let payouts = setup
         .api
         .call(

@@ -414,7 +414,11 @@ async fn redact_payroll_files(
     .await
     .map_err(unavailable)?;
     for (export_id, content, ambassador_ids) in files {
-        let key = app.personal().vault().data_key(agency_id, export_id).await?;
+        let key = app
+            .personal()
+            .vault()
+            .data_key(agency_id, export_id)
+            .await?;
         let text = open_field(&key, agency_id, export_id, Field::Note, &Sealed(content))
             .map_err(|error| AppError::Internal(error.to_string()))?;
         let redacted = redact_payroll_csv(&text, &ambassador_ids, ids)
@@ -451,10 +455,12 @@ fn redact_payroll_csv(
         let ambassador_erased = ambassador_ids
             .get(line)
             .is_some_and(|id| erased.contains(id));
-        let candidate_erased = fields.get(PAYEE_TYPE).is_some_and(|kind| kind == "candidate")
-            && fields.get(MEMO).is_some_and(|memo| {
-                erased.iter().any(|id| memo.ends_with(&id.to_string()))
-            });
+        let candidate_erased = fields
+            .get(PAYEE_TYPE)
+            .is_some_and(|kind| kind == "candidate")
+            && fields
+                .get(MEMO)
+                .is_some_and(|memo| erased.iter().any(|id| memo.ends_with(&id.to_string())));
         if ambassador_erased {
             fields[AMBASSADOR_NAME] = ERASED.to_owned();
             if fields[PAYEE_TYPE] == "ambassador" {
