@@ -227,8 +227,8 @@ impl ProjectionRunner {
         Ok(events.len())
     }
 
-    /// Applies `events` one at a time after the batch call failed, so that the error names
-    /// the event that caused it, then writes the checkpoint and commits.
+    /// Applies `events` one at a time after the batch call reported a poison event, so that
+    /// the error names that event, then writes the checkpoint and commits.
     async fn apply_one_by_one(
         &self,
         projection: &dyn Projection,
@@ -257,8 +257,8 @@ impl ProjectionRunner {
                 }
             }
         }
-        // Every event applied on its own, so the batch override reported a poison event
-        // that the event-by-event path accepts. Its rows now come from that path.
+        // Each event applied on its own although the batch call reported a poison event.
+        // The rows written here, not the batch call's, are committed.
         write_checkpoint(&mut tx, target, events)
             .await
             .map_err(transient)?;
