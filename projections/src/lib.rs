@@ -62,4 +62,26 @@ pub trait Projection: Send + Sync {
         connection: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Applies a batch of events, in order, inside the batch transaction `connection`.
+    /// The default calls [`apply`](Projection::apply) for each event. Projections that
+    /// write the same rows for many events override it to write each row once per batch,
+    /// and must leave the same rows as the event-by-event path.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Transient`] rolls the batch back to be retried, as with
+    /// [`apply`](Projection::apply). [`ProjectionError::Poison`] makes the runner roll back
+    /// what this call wrote and apply the same events one at a time with `apply`, whose
+    /// error then names the failing event. So an override may report a poison event
+    /// without finding it.
+    async fn apply_batch(
+        &self,
+        connection: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(connection, event).await?;
+        }
+        Ok(())
+    }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 use tokio::sync::watch;
 
 use crate::{Projection, ProjectionError, StoredEvent};
@@ -201,10 +201,9 @@ impl ProjectionRunner {
         )
         .await
         .map_err(transient)?;
-        let Some(last) = events.last() else {
+        if events.is_empty() {
             return Ok(0);
-        };
-        let (last_transaction, last_position) = (last.transaction_id, last.position);
+        }
 
         // The schema name is built by this module from a projection's fixed name, never
         // from input, and is quoted all the same.
@@ -215,7 +214,33 @@ impl ProjectionRunner {
         .execute(&mut *tx)
         .await
         .map_err(transient)?;
-        for event in &events {
+        if !apply_whole_batch(projection, &mut tx, &events).await? {
+            self.apply_one_by_one(projection, target, tx, &events)
+                .await?;
+            return Ok(events.len());
+        }
+
+        write_checkpoint(&mut tx, target, &events)
+            .await
+            .map_err(transient)?;
+        tx.commit().await.map_err(transient)?;
+        Ok(events.len())
+    }
+
+    /// Applies `events` one at a time after the batch call reported a poison event, so that
+    /// the error names that event, then writes the checkpoint and commits.
+    async fn apply_one_by_one(
+        &self,
+        projection: &dyn Projection,
+        target: &Target,
+        mut tx: Transaction<'static, Postgres>,
+        events: &[StoredEvent],
+    ) -> Result<(), RunnerError> {
+        let transient = |error: sqlx::Error| RunnerError::Transient {
+            projection: projection.name().to_owned(),
+            message: error.to_string(),
+        };
+        for event in events {
             match projection.apply(&mut tx, event).await {
                 Ok(()) => {}
                 Err(ProjectionError::Transient(message)) => {
@@ -232,22 +257,12 @@ impl ProjectionRunner {
                 }
             }
         }
-
-        sqlx::query(
-            "UPDATE projection_checkpoints
-                SET transaction_id = $2::text::xid8, position = $3,
-                    events_applied = events_applied + $4, updated_at = now()
-              WHERE projection = $1",
-        )
-        .bind(&target.checkpoint)
-        .bind(last_transaction.to_string())
-        .bind(last_position)
-        .bind(events.len() as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(transient)?;
-        tx.commit().await.map_err(transient)?;
-        Ok(events.len())
+        // Each event applied on its own although the batch call reported a poison event.
+        // The rows written here, not the batch call's, are committed.
+        write_checkpoint(&mut tx, target, events)
+            .await
+            .map_err(transient)?;
+        tx.commit().await.map_err(transient)
     }
 
     /// Marks the projection as stopped at `event` and returns the error to report.
@@ -518,6 +533,71 @@ impl Failure {
             message: row.get::<Option<String>, _>("failure").unwrap_or_default(),
         })
     }
+}
+
+/// Applies `events` with one [`Projection::apply_batch`] call inside a savepoint. Returns
+/// false, with the savepoint rolled back, when that call reports a poison event.
+///
+/// # Errors
+/// [`RunnerError::Transient`] when the call or the savepoint fails for a reason that may
+/// pass.
+async fn apply_whole_batch(
+    projection: &dyn Projection,
+    connection: &mut PgConnection,
+    events: &[StoredEvent],
+) -> Result<bool, RunnerError> {
+    let transient = |message: String| RunnerError::Transient {
+        projection: projection.name().to_owned(),
+        message,
+    };
+    let mut savepoint = Connection::begin(&mut *connection)
+        .await
+        .map_err(|error| transient(error.to_string()))?;
+    match projection.apply_batch(&mut savepoint, events).await {
+        Ok(()) => {
+            savepoint
+                .commit()
+                .await
+                .map_err(|error| transient(error.to_string()))?;
+            Ok(true)
+        }
+        Err(ProjectionError::Transient(message)) => Err(transient(message)),
+        Err(ProjectionError::Poison(message)) => {
+            savepoint
+                .rollback()
+                .await
+                .map_err(|error| transient(error.to_string()))?;
+            tracing::debug!(
+                projection = projection.name(),
+                events = events.len(),
+                error = %message,
+                "batch has an event the projection cannot apply; applying its events one at a time"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Moves the checkpoint past the last of `events`, which must not be empty.
+async fn write_checkpoint(
+    connection: &mut PgConnection,
+    target: &Target,
+    events: &[StoredEvent],
+) -> Result<(), sqlx::Error> {
+    let last = events.last().expect("a batch has at least one event");
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET transaction_id = $2::text::xid8, position = $3,
+                events_applied = events_applied + $4, updated_at = now()
+          WHERE projection = $1",
+    )
+    .bind(&target.checkpoint)
+    .bind(last.transaction_id.to_string())
+    .bind(last.position)
+    .bind(events.len() as i64)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 struct Checkpoint {

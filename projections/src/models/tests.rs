@@ -627,3 +627,106 @@ async fn analytics_keeps_void_code_not_reason(pool: PgPool) {
     assert_eq!(void_reason.as_deref(), Some("other"));
     assert_eq!(closed_at, Some(at(16)));
 }
+
+/// Returns every row of the aggregate state tables as text, in key order.
+async fn aggregate_state_rows(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT format('%s %s %s %s %s %s', aggregate_type, aggregate_id, agency_id, version,
+                       updated_at, state)
+           FROM read_models.aggregate_states
+         UNION ALL
+         SELECT format('snapshot %s %s %s %s %s %s', aggregate_type, aggregate_id, agency_id,
+                       version, recorded_at, state)
+           FROM read_models.aggregate_snapshots
+          ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Two ambassadors with 60 events each, interleaved, so each passes a snapshot version.
+fn interleaved_ambassador_events(agency_id: AgencyId) -> Vec<StoredEvent> {
+    let ambassadors = [AmbassadorId::new(), AmbassadorId::new()];
+    let mut events = Vec::new();
+    for sequence in 1..=60 {
+        for (index, ambassador_id) in ambassadors.iter().enumerate() {
+            let event = if sequence == 1 {
+                enrolled(agency_id, *ambassador_id, "v1.name")
+            } else {
+                AmbassadorEvent::AmbassadorUpdated {
+                    name: None,
+                    email: None,
+                    phone: None,
+                    kind: None,
+                    sms_consent: Some(sequence % 2 == index as i64),
+                    external_id: Some(format!("P-{sequence}")),
+                    at: at(2),
+                }
+            };
+            events.push(stored(
+                "ambassador",
+                ambassador_id.0,
+                sequence,
+                agency_id,
+                event,
+            ));
+        }
+    }
+    events
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn aggregate_state_batches_match_single_events(pool: PgPool) {
+    let events = interleaved_ambassador_events(AgencyId::new());
+    apply_all(&pool, &AggregateStatesProjection, &events)
+        .await
+        .unwrap();
+    let one_by_one = aggregate_state_rows(&pool).await;
+    sqlx::query("DELETE FROM read_models.aggregate_states")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM read_models.aggregate_snapshots")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Batches of 7 split each aggregate's events, so later batches start from stored state.
+    for batch in events.chunks(7) {
+        let mut transaction = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL search_path TO read_models, public")
+            .execute(&mut *transaction)
+            .await
+            .unwrap();
+        AggregateStatesProjection
+            .apply_batch(&mut transaction, batch)
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+    }
+    let batched = aggregate_state_rows(&pool).await;
+
+    assert_eq!(one_by_one.len(), 4, "two states and two snapshots");
+    assert_eq!(batched, one_by_one);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn aggregate_state_batch_with_gap_is_poison(pool: PgPool) {
+    let mut events = interleaved_ambassador_events(AgencyId::new());
+    events.remove(4);
+
+    let mut transaction = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL search_path TO read_models, public")
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+    let result = AggregateStatesProjection
+        .apply_batch(&mut transaction, &events[..10])
+        .await;
+
+    assert!(
+        matches!(result, Err(ProjectionError::Poison(_))),
+        "{result:?}"
+    );
+}
