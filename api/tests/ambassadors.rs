@@ -3,13 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::http::{header, Method, StatusCode};
-use common::{Reply, TestAgency, TestApi};
+use common::{catch_up, Reply, TestAgency, TestApi};
 use referrals_domain::role::Role;
-use referrals_projections::runner::ProjectionRunner;
-use referrals_projections::status::projection_status;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -59,26 +55,6 @@ async fn ambassador_events(pool: &PgPool, agency: &TestAgency) -> i64 {
     .fetch_one(pool)
     .await
     .unwrap()
-}
-
-/// Applies every committed event to every read model. One pass may stop short while
-/// other tests' transactions hold the cluster's read horizon back, so it repeats until
-/// no projection is behind.
-async fn catch_up(pool: &PgPool) {
-    let runner = ProjectionRunner::new(pool.clone());
-    for projection in referrals_projections::models::all() {
-        let mut caught_up = false;
-        for _ in 0..300 {
-            runner.catch_up(projection.as_ref()).await.unwrap();
-            let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
-            if status.events_behind == 0 {
-                caught_up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(caught_up, "{} did not catch up", projection.name());
-    }
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]

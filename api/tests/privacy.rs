@@ -6,16 +6,13 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use chrono::Utc;
-use common::{unique_email, Reply, TestAgency, TestApi, PASSWORD};
+use common::{catch_up, unique_email, Reply, TestAgency, TestApi, PASSWORD};
 use referrals_domain::ids::PLATFORM_AGENCY;
 use referrals_domain::role::Role;
-use referrals_projections::runner::ProjectionRunner;
-use referrals_projections::status::projection_status;
 use referrals_store::accounts::totp;
 use referrals_store::event_store::{Actor, CommandMetadata};
 use serde_json::{json, Value};
@@ -127,25 +124,6 @@ async fn setup(pool: &PgPool) -> Setup {
 
 fn id_of(reply: &Reply) -> String {
     reply.body["id"].as_str().unwrap().to_owned()
-}
-
-/// Applies every committed event to every read model, repeating while other tests'
-/// transactions hold the read horizon back (bounded to 300 passes of 50 ms each).
-async fn catch_up(pool: &PgPool) {
-    let runner = ProjectionRunner::new(pool.clone());
-    for projection in referrals_projections::models::all() {
-        let mut caught_up = false;
-        for _ in 0..300 {
-            runner.catch_up(projection.as_ref()).await.unwrap();
-            let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
-            if status.events_behind == 0 {
-                caught_up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(caught_up, "{} did not catch up", projection.name());
-    }
 }
 
 /// Referral count, payout total and ambassador summary counts of an agency.

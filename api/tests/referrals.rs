@@ -4,15 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::http::{header, Method, StatusCode};
 use chrono::{DateTime, Utc};
-use common::{Reply, TestAgency, TestApi};
+use common::{catch_up, Reply, TestAgency, TestApi};
 use referrals_domain::ids::UserId;
 use referrals_domain::role::Role;
-use referrals_projections::runner::ProjectionRunner;
-use referrals_projections::status::projection_status;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -131,26 +127,6 @@ fn assert_problem(reply: &Reply, status: StatusCode, code: &str) {
         "application/problem+json"
     );
     assert_eq!(reply.body["code"], code, "{}", reply.body);
-}
-
-/// Applies every committed event to every read model. One pass may stop short while
-/// other tests' transactions hold the cluster's read horizon back, so it repeats until
-/// no projection is behind.
-async fn catch_up(pool: &PgPool) {
-    let runner = ProjectionRunner::new(pool.clone());
-    for projection in referrals_projections::models::all() {
-        let mut caught_up = false;
-        for _ in 0..300 {
-            runner.catch_up(projection.as_ref()).await.unwrap();
-            let status = &projection_status(pool, &[projection.name()]).await.unwrap()[0];
-            if status.events_behind == 0 {
-                caught_up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(caught_up, "{} did not catch up", projection.name());
-    }
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
@@ -601,7 +577,7 @@ async fn stale_if_match_is_a_conflict(pool: PgPool) {
 async fn past_state_by_time_and_version(pool: PgPool) {
     let setup = setup(&pool).await;
     let id = setup.submitted("casey@example.com").await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let contacted = setup.step(&id, "contacted", None).await;
     assert_eq!(contacted.status, StatusCode::OK, "{}", contacted.body);
     let times: Vec<DateTime<Utc>> = sqlx::query_scalar(

@@ -220,3 +220,26 @@ impl TestApi {
 pub fn unique_email(prefix: &str) -> EmailAddress {
     EmailAddress::parse(&format!("{prefix}.{}@example.com", Uuid::now_v7().simple())).unwrap()
 }
+
+/// Applies every committed event to every read model. Other tests' transactions can hold
+/// the cluster's read horizon back, so it repeats until no projection is behind (at most
+/// 300 passes of 50 ms each).
+pub async fn catch_up(pool: &sqlx::PgPool) {
+    let runner = referrals_projections::runner::ProjectionRunner::new(pool.clone());
+    for projection in referrals_projections::models::all() {
+        let mut caught_up = false;
+        for _ in 0..300 {
+            runner.catch_up(projection.as_ref()).await.unwrap();
+            let names = [projection.name()];
+            let status = &referrals_projections::status::projection_status(pool, &names)
+                .await
+                .unwrap()[0];
+            if status.events_behind == 0 {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(caught_up, "{} did not catch up", projection.name());
+    }
+}
