@@ -189,9 +189,9 @@ pub async fn erase(
     let request_id = Uuid::now_v7();
 
     let mut transaction = pool.begin().await.map_err(unavailable)?;
-    // Every keyed hash of these subjects, not only the ones asked for: a person erased by
-    // e-mail address loses the hash of their phone number too, and the records that share
-    // that phone number are erased with them (one step, not the transitive closure).
+    // Every keyed hash of these subjects counts, not only the requested ones. A person
+    // erased by e-mail address loses the hash of their phone number too, and the records
+    // that share that phone number are erased with them (one step, not the closure).
     let request_keys = key_texts(keys);
     let found_keys = subject_keys(&mut transaction, agency_id, &found_ids, &request_keys).await?;
     let subjects = find_subjects_by_hash(pool, agency_id, &found_keys).await?;
@@ -331,8 +331,8 @@ async fn destroy_access_exports(
 
 /// Deletes the stored idempotent responses of the agency that mention one of the erased
 /// subjects. The responses are sealed under a key shared by the whole agency, so they
-/// are opened one by one and searched for the subjects' ids; every response that shows a
-/// subject's personal data also contains its id.
+/// are opened one by one and searched for the subjects' ids. This relies on every
+/// response that shows a subject's personal data also containing the subject's id.
 async fn delete_idempotent_responses(
     app: &Application,
     transaction: &mut Transaction<'_, Postgres>,
