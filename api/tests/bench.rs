@@ -1,10 +1,15 @@
 //! `referrals bench --quick` through the binary, as a smoke test: the run finishes, the
-//! report has every section, and the scratch database is gone afterwards. No assertion
+//! report has every section and keeps the hand-written notes of an earlier report, and
+//! the scratch database is gone afterwards. No assertion
 //! is made on any measured number, because timings depend on the machine.
 
 use std::process::Command;
 
 use sqlx::{Connection, PgConnection};
+
+/// The marker line of `referrals bench`'s report, after which it keeps hand-written text.
+const HAND_WRITTEN_MARKER: &str =
+    "<!-- Written by hand below this line: `referrals bench` keeps it when it rewrites the file. -->";
 
 const SECTIONS: &[&str] = &[
     "# Benchmarks",
@@ -25,6 +30,15 @@ async fn quick_bench_writes_every_section() {
         std::env::var("DATABASE_URL").expect("DATABASE_URL must name the test server");
     let folder = tempfile::tempdir().unwrap();
     let report_path = folder.path().join("BENCHMARKS.md");
+    // An earlier report with notes below the marker: the run must keep the notes and
+    // replace the figures above them.
+    std::fs::write(
+        &report_path,
+        format!(
+            "# Benchmarks\n\nstale figures\n\n{HAND_WRITTEN_MARKER}\n\n## Notes\n\nkept by hand\n"
+        ),
+    )
+    .unwrap();
 
     let output = Command::new(env!("CARGO_BIN_EXE_referrals"))
         .args(["bench", "--quick", "--output"])
@@ -64,6 +78,15 @@ async fn quick_bench_writes_every_section() {
             "target {target} missing from:\n{report}"
         );
     }
+
+    assert!(!report.contains("stale figures"), "{report}");
+    assert!(
+        report.ends_with(&format!(
+            "{HAND_WRITTEN_MARKER}\n\n## Notes\n\nkept by hand\n"
+        )),
+        "the hand-written notes were not kept:\n{report}"
+    );
+    assert_eq!(report.matches("# Benchmarks").count(), 1, "{report}");
 
     let scratch = log
         .split("created scratch database ")

@@ -156,7 +156,16 @@ pub async fn run(database_url: &str, options: BenchOptions) -> anyhow::Result<()
     dropped?;
 
     results.total_duration = started.elapsed();
-    let markdown = report::render(&results);
+    let previous = match std::fs::read_to_string(&options.output) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!("reading the earlier report {}", options.output.display())
+            })
+        }
+    };
+    let markdown = report::keep_hand_written(report::render(&results), previous.as_deref());
     std::fs::write(&options.output, markdown)
         .with_context(|| format!("writing the report to {}", options.output.display()))?;
     progress.step(&format!(

@@ -13,6 +13,11 @@ const TARGET_AS_OF_MS: f64 = 10.0;
 /// The client count the command target is stated for.
 const TARGET_CLIENTS: usize = 16;
 
+/// The line after which the report holds text written by hand (notes on a run, the soak
+/// figures). A run replaces everything above it and keeps everything from it on.
+pub(crate) const HAND_WRITTEN_MARKER: &str =
+    "<!-- Written by hand below this line: `referrals bench` keeps it when it rewrites the file. -->";
+
 /// Renders the report. Every section heading is always present, so a reader (and the
 /// smoke test) finds the same structure in quick and full runs.
 pub(crate) fn render(results: &Results) -> String {
@@ -26,6 +31,21 @@ pub(crate) fn render(results: &Results) -> String {
     as_of(&mut out, results);
     memory(&mut out, results);
     targets(&mut out, results);
+    out
+}
+
+/// Joins a freshly rendered report with the hand-written part of `previous`, the file's
+/// earlier content: everything from [`HAND_WRITTEN_MARKER`] on. Without a previous file
+/// or marker, the report gets the marker alone, so notes can be added below it.
+pub(crate) fn keep_hand_written(rendered: String, previous: Option<&str>) -> String {
+    let kept = previous
+        .and_then(|text| text.find(HAND_WRITTEN_MARKER).map(|at| &text[at..]))
+        .map_or_else(|| format!("{HAND_WRITTEN_MARKER}\n"), str::to_owned);
+    let mut out = rendered;
+    if !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    out.push_str(&kept);
     out
 }
 
@@ -415,4 +435,39 @@ fn targets(out: &mut String, results: &Results) {
         met(slowest_as_of < TARGET_AS_OF_MS)
     );
     let _ = writeln!(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_report_ends_with_the_marker() {
+        let report = keep_hand_written("# Benchmarks\n".to_owned(), None);
+        assert_eq!(report, format!("# Benchmarks\n\n{HAND_WRITTEN_MARKER}\n"));
+    }
+
+    #[test]
+    fn the_hand_written_part_survives_and_the_old_figures_do_not() {
+        let previous =
+            format!("# Benchmarks\n\nold figures\n\n{HAND_WRITTEN_MARKER}\n\n## Notes\n\nkept\n");
+        let report = keep_hand_written("# Benchmarks\n\nnew figures\n".to_owned(), Some(&previous));
+        assert_eq!(
+            report,
+            format!("# Benchmarks\n\nnew figures\n\n{HAND_WRITTEN_MARKER}\n\n## Notes\n\nkept\n")
+        );
+    }
+
+    #[test]
+    fn a_previous_file_without_the_marker_is_replaced() {
+        let report = keep_hand_written(
+            "# Benchmarks\n".to_owned(),
+            Some("# Benchmarks\n\nold figures\n"),
+        );
+        assert!(!report.contains("old figures"), "{report}");
+        assert!(
+            report.ends_with(&format!("{HAND_WRITTEN_MARKER}\n")),
+            "{report}"
+        );
+    }
 }
