@@ -1,7 +1,7 @@
 //! `referrals bench --quick` through the binary, as a smoke test: the run finishes, the
 //! report has every section and keeps the hand-written notes of an earlier report, and
-//! the scratch database is gone afterwards. No assertion
-//! is made on any measured number, because timings depend on the machine.
+//! the scratch database is gone afterwards. No assertion is made on any measured number,
+//! because timings depend on the machine.
 
 use std::process::Command;
 
