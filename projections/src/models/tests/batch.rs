@@ -11,7 +11,7 @@ use referrals_domain::referral::{Eligibility, IneligibleReason, ReferralStatus, 
 
 use super::*;
 
-/// Referrals in [`agency_history`].
+/// Referrals in [`agency_history`] besides the late one at its end.
 const REFERRALS: usize = 24;
 
 /// Batch sizes compared with event-by-event application: single events, batches that
@@ -109,6 +109,11 @@ fn agency_history(agency_id: AgencyId) -> Vec<StoredEvent> {
             threads.swap_remove(index);
         }
     }
+    // A late referral makes a referral recount, not a payout recount, the last change of
+    // an ambassador's summary.
+    let late_id = ReferralId::new();
+    let late = submitted(agency_id, REFERRALS, ambassadors[1], None);
+    events.push(sequences.stored("referral", late_id.0, agency_id, late));
     for (position, event) in (1..).zip(events.iter_mut()) {
         event.position = position;
         event.transaction_id = 1000 + position as u64;
@@ -379,10 +384,12 @@ fn referral_thread(
     }
 
     for (number, recipient) in payouts.into_iter().enumerate() {
-        let currency = if index % 4 == 0 {
-            Currency::parse("EUR").unwrap()
-        } else {
-            Currency::USD
+        // A candidate's bonus in a currency of no own payout of the ambassador leaves the
+        // ambassador without earnings in that currency.
+        let currency = match (index % 4, recipient) {
+            (0, _) => Currency::parse("EUR").unwrap(),
+            (2, Recipient::Candidate) => Currency::parse("GBP").unwrap(),
+            _ => Currency::USD,
         };
         thread.extend(payout_thread(
             sequences,
@@ -424,7 +431,7 @@ fn payout_thread(
     };
     let user = UserId::new();
     let mut events = vec![requested(amount)];
-    match variant % 6 {
+    match variant % 7 {
         0 => events.extend([
             PayoutEvent::PayoutApproved {
                 approver: user,
@@ -482,10 +489,20 @@ fn payout_thread(
         4 => events.push(requested(
             Money::new(amount.amount() + 1, Currency::parse("EUR").unwrap()).unwrap(),
         )),
-        _ => events.push(PayoutEvent::PayoutApproved {
+        5 => events.push(PayoutEvent::PayoutApproved {
             approver: user,
             at: at(21),
         }),
+        _ => events.extend([
+            PayoutEvent::PayoutApproved {
+                approver: user,
+                at: at(21),
+            },
+            PayoutEvent::PayoutExported {
+                batch_id: Uuid::now_v7(),
+                at: at(22),
+            },
+        ]),
     }
     events
         .into_iter()
@@ -569,7 +586,7 @@ async fn board_batches_match_single_events(pool: PgPool) {
 
     let rows = assert_batches_match(&pool, &ReferralBoardProjection, &events).await;
 
-    assert_eq!(rows.len(), REFERRALS);
+    assert_eq!(rows.len(), REFERRALS + 1);
     // The history reaches the cases the batch path must get right.
     let (statuses, fractional, most_milestones, ended, sealed): (i64, i64, i32, i64, i64) =
         sqlx::query_as(
@@ -583,11 +600,11 @@ async fn board_batches_match_single_events(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(statuses, 8, "statuses");
+    assert_eq!(statuses, 9, "every referral status");
     assert!(fractional > 0, "fractional hours");
     assert_eq!(most_milestones, 2, "milestones of one referral");
     assert!(ended > 0, "ended placements");
-    assert_eq!(sealed, REFERRALS as i64, "sealed names");
+    assert_eq!(sealed, rows.len() as i64, "sealed names");
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
@@ -620,6 +637,16 @@ async fn summary_batches_match_single_events(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(currencies, 2, "currencies");
+    let (exported, candidate_only): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'exported' AND recipient = 'ambassador'),
+                count(*) FILTER (WHERE currency = 'GBP')
+           FROM read_models.ambassador_summary_payouts",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(exported > 0, "exported payouts");
+    assert!(candidate_only > 0, "candidate bonuses in a third currency");
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
