@@ -1,8 +1,9 @@
 //! Checks that a projection's `apply_batch` leaves the same rows as `apply` event by
-//! event, on an agency's history in which the events of many aggregates interleave and
-//! which contains the edge cases of the read models: repeated submissions, enrollments and
-//! requests, several milestones per referral, fractional hours, every end of a referral and
-//! of a payout, and payouts in two currencies and to both recipients.
+//! event. The events are an agency's history in which the events of many aggregates
+//! interleave. It contains the edge cases of the read models: repeated submissions,
+//! enrollments and requests, several milestones per referral, fractional hours, every
+//! status of a referral and every end of a payout, and payouts in several currencies and to
+//! both recipients.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -403,7 +404,7 @@ fn referral_thread(
     thread
 }
 
-/// Returns the events of one payout; `variant` chooses how it ends.
+/// Returns the events of one payout. `variant` chooses how it ends.
 fn payout_thread(
     sequences: &mut Sequences,
     agency_id: AgencyId,
