@@ -332,27 +332,33 @@ impl Fold {
             }
         }
 
-        let mut state = Self::default();
-        state.referrals = tables::read_referral_lookups(connection, &sorted(referral_ids)).await?;
-        state.payouts = tables::read_payout_lookups(connection, &sorted(payout_ids)).await?;
+        let referrals = tables::read_referral_lookups(connection, &sorted(referral_ids)).await?;
+        let payouts = tables::read_payout_lookups(connection, &sorted(payout_ids)).await?;
         // A lookup row's ambassador loses the row when a repeated submission or request
         // names another one, so the figures of the stored rows' ambassadors are needed too.
-        referral_ambassador_ids.extend(state.referrals.values().map(|row| row.ambassador_id));
-        payout_ambassador_ids.extend(state.payouts.values().map(|row| row.ambassador_id));
+        referral_ambassador_ids.extend(referrals.values().map(|row| row.ambassador_id));
+        payout_ambassador_ids.extend(payouts.values().map(|row| row.ambassador_id));
         let referral_ambassador_ids = sorted(referral_ambassador_ids);
         let payout_ambassador_ids = sorted(payout_ambassador_ids);
         ambassador_ids.extend_from_slice(&referral_ambassador_ids);
         ambassador_ids.extend_from_slice(&payout_ambassador_ids);
 
-        state.summaries = tables::read_summaries(connection, &sorted(ambassador_ids)).await?;
-        state.referral_counts =
+        let summaries = tables::read_summaries(connection, &sorted(ambassador_ids)).await?;
+        let referral_counts =
             tables::read_referral_counts(connection, &referral_ambassador_ids).await?;
         let (payout_counts, payout_totals) =
             tables::read_payout_figures(connection, &payout_ambassador_ids).await?;
-        state.payout_counts = payout_counts;
-        state.payout_totals = payout_totals;
-        state.earnings = tables::read_earnings(connection, &payout_ambassador_ids).await?;
-        Ok(state)
+        let earnings = tables::read_earnings(connection, &payout_ambassador_ids).await?;
+        Ok(Self {
+            summaries,
+            earnings,
+            referrals,
+            payouts,
+            referral_counts,
+            payout_counts,
+            payout_totals,
+            ..Self::default()
+        })
     }
 
     /// Applies one change with the effect of the statements that the event-by-event path
