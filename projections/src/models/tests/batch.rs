@@ -679,6 +679,24 @@ async fn board_batch_before_submission_is_poison(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn board_batch_plaintext_name_is_poison(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let mut sequences = Sequences::default();
+    let mut submission = submitted(agency_id, 0, AmbassadorId::new(), None);
+    if let ReferralEvent::ReferralSubmitted { candidate, .. } = &mut submission {
+        candidate.name = Sealed("Grace Hopper".to_owned());
+    }
+    let event = sequences.stored("referral", Uuid::now_v7(), agency_id, submission);
+
+    let error = apply_in_batches(&pool, &ReferralBoardProjection, &[event], 1)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, ProjectionError::Poison(_)), "{error:?}");
+    assert!(!error.to_string().contains("Grace"), "{error}");
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn summary_batch_without_enrollment_is_poison(pool: PgPool) {
     let agency_id = AgencyId::new();
     let mut sequences = Sequences::default();
