@@ -19,6 +19,8 @@ use uuid::Uuid;
 use super::{aggregate_uuid, database_error, decode, expect_one_row, Decoded};
 use crate::{Projection, ProjectionError, StoredEvent};
 
+mod batch;
+
 /// Projects ambassador, referral and payout events into the ambassador summaries and
 /// earnings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,6 +62,16 @@ impl Projection for AmbassadorSummariesProjection {
             }
             Some(Decoded::Program(_)) | None => Ok(()),
         }
+    }
+
+    /// Folds the batch into the touched rows in memory, reading them and the figures
+    /// they are recounted from with a few statements, and writes each changed row once.
+    async fn apply_batch(
+        &self,
+        connection: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        batch::apply_batch(connection, events).await
     }
 }
 

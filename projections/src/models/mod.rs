@@ -162,12 +162,7 @@ fn aggregate_uuid(event: &StoredEvent) -> Result<Uuid, ProjectionError> {
 /// constraint but never the row's values.
 fn database_error(event: &StoredEvent) -> impl Fn(sqlx::Error) -> ProjectionError + '_ {
     move |error| {
-        let violates_constraint = matches!(
-            &error,
-            sqlx::Error::Database(database)
-                if database.code().is_some_and(|code| code.starts_with("23"))
-        );
-        if violates_constraint {
+        if violates_constraint(&error) {
             ProjectionError::Poison(format!(
                 "{} breaks a constraint of the read model: {error}",
                 event.describe()
@@ -179,6 +174,30 @@ fn database_error(event: &StoredEvent) -> impl Fn(sqlx::Error) -> ProjectionErro
             ))
         }
     }
+}
+
+/// Converts a database error met while applying a batch of events to `table`, as
+/// [`database_error`] does for one event. A constraint violation is poison, so the runner
+/// applies the batch again event by event and stops at the event that breaks it.
+fn batch_database_error(table: &'static str) -> impl Fn(sqlx::Error) -> ProjectionError {
+    move |error| {
+        let message = format!("database error while writing a batch to {table}: {error}");
+        if violates_constraint(&error) {
+            ProjectionError::Poison(message)
+        } else {
+            ProjectionError::Transient(message)
+        }
+    }
+}
+
+/// Returns true for an integrity constraint violation (SQLSTATE class 23), which fails
+/// again on every retry.
+fn violates_constraint(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Database(database)
+            if database.code().is_some_and(|code| code.starts_with("23"))
+    )
 }
 
 /// Checks that a statement wrote exactly one row.
@@ -194,11 +213,18 @@ fn expect_one_row(
     if result.rows_affected() == 1 {
         return Ok(());
     }
-    Err(ProjectionError::Poison(format!(
+    Err(missing_row(event, table))
+}
+
+/// Returns the error for `event` finding no row to update in `table`. The row is created
+/// by an earlier event (enrollment, submission, request), so that event was not applied
+/// first.
+fn missing_row(event: &StoredEvent, table: &str) -> ProjectionError {
+    ProjectionError::Poison(format!(
         "{} found no row in {table} to update, because the event that creates the row was \
          not applied before it",
         event.describe()
-    )))
+    ))
 }
 
 /// An update of the one row that an aggregate owns in a table, which also records the

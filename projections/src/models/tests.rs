@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use super::*;
 
+mod batch;
+
 fn at(day: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, day, 9, 0, 0).unwrap()
 }
