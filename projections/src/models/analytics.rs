@@ -19,6 +19,8 @@ use super::{
 };
 use crate::{Projection, ProjectionError, StoredEvent};
 
+mod batch;
+
 /// Projects ambassador, referral and payout events into the analytics fact tables.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AnalyticsProjection;
@@ -54,6 +56,16 @@ impl Projection for AnalyticsProjection {
             }
             Some(Decoded::Program(_)) | None => Ok(()),
         }
+    }
+
+    /// Reads the touched rows of each fact table with one statement, applies the batch
+    /// to them in memory and writes each changed row once.
+    async fn apply_batch(
+        &self,
+        connection: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        batch::apply_batch(connection, events).await
     }
 }
 

@@ -13,6 +13,7 @@ mod aggregate_states;
 mod ambassador_summaries;
 mod ambassadors;
 mod analytics;
+mod batch_rows;
 mod payout_ledger;
 mod programs;
 mod referral_board;

@@ -9,6 +9,8 @@ use sqlx::PgConnection;
 use super::{aggregate_uuid, database_error, decode, expect_one_row, Decoded, RowUpdate};
 use crate::{Projection, ProjectionError, StoredEvent};
 
+mod batch;
+
 /// Projects payout events into `read_models.payout_ledger`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PayoutLedgerProjection;
@@ -25,6 +27,16 @@ impl Projection for PayoutLedgerProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["payout_ledger"]
+    }
+
+    /// Reads the ledger rows of the batch's payouts with one statement, applies the batch
+    /// to them in memory and writes each changed row once.
+    async fn apply_batch(
+        &self,
+        connection: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        batch::apply_batch(connection, events).await
     }
 
     async fn apply(

@@ -8,7 +8,9 @@ use referrals_domain::ambassador::AmbassadorEvent;
 use referrals_domain::ids::{AgencyId, AmbassadorId, PayoutId, ProgramId, ReferralId, UserId};
 use referrals_domain::payout::{PayoutEvent, Requester, VoidReason};
 use referrals_domain::program::ProgramEvent;
-use referrals_domain::referral::ReferralEvent;
+use referrals_domain::referral::{
+    Eligibility, IneligibleReason, ReferralEvent, ReferralStatus, SealedContact,
+};
 use referrals_domain::terms::{AmbassadorKind, Milestone, MilestoneKey, Recipient, Terms, Trigger};
 use referrals_domain::values::{Currency, FreeText, Hours, Money, Sealed};
 use serde::de::DeserializeOwned;
@@ -731,4 +733,480 @@ async fn aggregate_state_batch_with_gap_is_poison(pool: PgPool) {
         matches!(result, Err(ProjectionError::Poison(_))),
         "{result:?}"
     );
+}
+
+/// Builds a store's worth of events from the event histories of several aggregates.
+///
+/// Each aggregate's events keep their order and get sequences from 1. The histories are
+/// interleaved in a fixed pseudo-random order, as concurrent commands interleave them in
+/// the events table, and each event gets the next position and a later `recorded_at`.
+struct History {
+    agency_id: AgencyId,
+    streams: Vec<Vec<StoredEvent>>,
+}
+
+impl History {
+    fn new() -> Self {
+        Self {
+            agency_id: AgencyId::new(),
+            streams: Vec::new(),
+        }
+    }
+
+    fn add<E: Serialize + DomainEvent>(&mut self, aggregate_type: &str, id: Uuid, events: Vec<E>) {
+        let stream = events
+            .into_iter()
+            .zip(1..)
+            .map(|(event, sequence)| stored(aggregate_type, id, sequence, self.agency_id, event))
+            .collect();
+        self.streams.push(stream);
+    }
+
+    fn interleave(self) -> Vec<StoredEvent> {
+        let mut streams: Vec<std::collections::VecDeque<StoredEvent>> =
+            self.streams.into_iter().map(Into::into).collect();
+        let mut events = Vec::new();
+        // A linear congruential generator, so the order is the same on every run.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        while !streams.is_empty() {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let index = (state >> 33) as usize % streams.len();
+            let mut event = streams[index]
+                .pop_front()
+                .expect("empty streams are removed");
+            if streams[index].is_empty() {
+                streams.swap_remove(index);
+            }
+            let position = events.len() as i64 + 1;
+            event.position = position;
+            event.transaction_id = 5000 + position as u64;
+            event.recorded_at = at(28) + chrono::Duration::microseconds(1_000 * position + 7);
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Returns a domain time with nanoseconds, which the database stores to the microsecond.
+fn precise_at(day: u32, nanoseconds: i64) -> DateTime<Utc> {
+    at(day) + chrono::Duration::nanoseconds(nanoseconds)
+}
+
+fn submitted(
+    agency_id: AgencyId,
+    referral_id: ReferralId,
+    ambassador_id: AmbassadorId,
+    index: u32,
+) -> ReferralEvent {
+    let (status, eligibility) = match index % 4 {
+        0 => (
+            ReferralStatus::Duplicate,
+            Eligibility::ineligible(IneligibleReason::Duplicate),
+        ),
+        1 => (
+            ReferralStatus::Submitted,
+            Eligibility::ineligible(IneligibleReason::PriorContact),
+        ),
+        _ => (ReferralStatus::Submitted, Eligibility::ELIGIBLE),
+    };
+    ReferralEvent::ReferralSubmitted {
+        referral_id,
+        agency_id,
+        program_id: ProgramId::new(),
+        terms_version: 1,
+        terms: Terms::with_schedule(Vec::new()),
+        currency: if index % 3 == 0 {
+            Currency::parse("EUR").unwrap()
+        } else {
+            Currency::USD
+        },
+        ambassador_id,
+        ambassador_kind: AmbassadorKind::FieldWorker,
+        candidate: SealedContact {
+            name: Sealed("v1.candidate".to_owned()),
+            email: None,
+            phone: None,
+        },
+        prior_contact: index % 4 == 1,
+        job_reference: Some("JOB-9".to_owned()),
+        note: None,
+        status,
+        duplicate_of: (index % 4 == 0).then(ReferralId::new),
+        eligibility,
+        at: precise_at(2, i64::from(index) * 1_001),
+    }
+}
+
+fn milestone_reached(trigger: Trigger, threshold: u32, day: u32) -> ReferralEvent {
+    let milestone = Milestone {
+        trigger,
+        threshold: Hours::whole(threshold),
+        amount: 50_000,
+        recipient: Recipient::Ambassador,
+    };
+    ReferralEvent::MilestoneReached {
+        key: milestone.key(),
+        milestone,
+        payable: true,
+        reached_on: NaiveDate::from_ymd_opt(2026, 10, day).unwrap(),
+        at: precise_at(day, 999),
+    }
+}
+
+/// Returns the events of one referral, chosen by `index` among the paths a referral takes.
+fn referral_path(
+    agency_id: AgencyId,
+    referral_id: ReferralId,
+    ambassador_id: AmbassadorId,
+    index: u32,
+) -> Vec<ReferralEvent> {
+    let submission = submitted(agency_id, referral_id, ambassador_id, index);
+    let contacted = ReferralEvent::ReferralContacted {
+        at: precise_at(3, 500),
+    };
+    let hired = ReferralEvent::ReferralHired {
+        start_date: NaiveDate::from_ymd_opt(2026, 10, 6).unwrap(),
+        job_title: "Forklift driver".to_owned(),
+        client_name: "Client".to_owned(),
+        external_worker_id: None,
+        at: at(5),
+    };
+    let reason = || FreeText::parse("Candidate chose another offer").unwrap();
+    match index % 6 {
+        0 => vec![submission],
+        1 => vec![
+            submission,
+            ReferralEvent::RecruiterAssigned {
+                recruiter_id: UserId::new(),
+                at: at(3),
+            },
+            contacted,
+            ReferralEvent::ReferralInterviewing { at: at(4) },
+            hired,
+            milestone_reached(Trigger::Hired, 0, 6),
+            ReferralEvent::HoursRecorded {
+                week_ending: NaiveDate::from_ymd_opt(2026, 10, 11).unwrap(),
+                hours: Hours::whole(40),
+                total_hours: Hours::whole(40),
+                at: at(11),
+            },
+            milestone_reached(Trigger::HoursWorked, 160, 12),
+            // A later milestone leaves the time of the first one.
+            milestone_reached(Trigger::DaysEmployed, 90, 20),
+            ReferralEvent::ReferralCompleted { at: at(21) },
+        ],
+        2 => vec![
+            submission,
+            contacted,
+            ReferralEvent::ReferralDeclined {
+                reason: reason(),
+                at: at(4),
+            },
+        ],
+        3 => vec![
+            submission,
+            ReferralEvent::ReferralWithdrawn {
+                reason: reason(),
+                at: at(4),
+            },
+        ],
+        4 => vec![submission, ReferralEvent::ReferralExpired { at: at(25) }],
+        _ => vec![
+            submission.clone(),
+            contacted,
+            hired,
+            ReferralEvent::EligibilityChanged {
+                eligibility: Eligibility::ineligible(IneligibleReason::PlacementEnded),
+                at: at(8),
+            },
+            ReferralEvent::PlacementEnded {
+                end_date: NaiveDate::from_ymd_opt(2026, 10, 8).unwrap(),
+                reason: reason(),
+                within_guarantee: true,
+                at: at(8),
+            },
+            // A submission delivered again keeps the stage times already reached.
+            submission,
+            ReferralEvent::EligibilityChanged {
+                eligibility: Eligibility::ELIGIBLE,
+                at: at(9),
+            },
+        ],
+    }
+}
+
+/// Returns the events of one payout, chosen by `index` among the paths a payout takes.
+fn payout_path(requested: PayoutEvent, index: u32) -> Vec<PayoutEvent> {
+    let user = UserId::new();
+    let reason = || FreeText::parse("Timesheet under review").unwrap();
+    let held = PayoutEvent::PayoutHeld {
+        by: user,
+        reason: reason(),
+        at: at(11),
+    };
+    let approved = PayoutEvent::PayoutApproved {
+        approver: user,
+        at: precise_at(12, 321),
+    };
+    let exported = PayoutEvent::PayoutExported {
+        batch_id: Uuid::now_v7(),
+        at: at(13),
+    };
+    let paid = PayoutEvent::PayoutPaid {
+        paid_on: NaiveDate::from_ymd_opt(2026, 10, 14).unwrap(),
+        reference: format!("PR-{index}"),
+        at: at(14),
+    };
+    match index % 5 {
+        0 => vec![
+            requested,
+            held,
+            PayoutEvent::PayoutReleased {
+                by: user,
+                at: at(12),
+            },
+            approved,
+            exported,
+            paid,
+            PayoutEvent::PayoutReversed {
+                by: user,
+                reason: reason(),
+                at: at(20),
+            },
+        ],
+        1 => vec![
+            requested,
+            held,
+            PayoutEvent::PayoutVoided {
+                by: Requester::System {
+                    job: "guarantee_check".to_owned(),
+                },
+                reason_code: VoidReason::PlacementEnded,
+                note: Some(reason()),
+                at: at(15),
+            },
+        ],
+        2 => vec![
+            requested,
+            PayoutEvent::PayoutRejected {
+                by: user,
+                reason: reason(),
+                at: at(12),
+            },
+        ],
+        // A request delivered again keeps the approval and the hold.
+        3 => vec![requested.clone(), approved, held, requested, exported, paid],
+        _ => vec![requested],
+    }
+}
+
+/// Returns a store's events: ambassadors, referrals and payouts on every path,
+/// interleaved.
+fn realistic_history() -> Vec<StoredEvent> {
+    let mut history = History::new();
+    let agency_id = history.agency_id;
+    for index in 0..6 {
+        let ambassador_id = AmbassadorId::new();
+        let mut events = vec![enrolled(agency_id, ambassador_id, "v1.name")];
+        if index % 2 == 0 {
+            events.push(AmbassadorEvent::AmbassadorUpdated {
+                name: None,
+                email: None,
+                phone: None,
+                kind: Some(AmbassadorKind::FormerWorker),
+                sms_consent: None,
+                external_id: None,
+                at: at(2),
+            });
+        }
+        events.push(AmbassadorEvent::AmbassadorUpdated {
+            name: Some(Sealed("v1.other".to_owned())),
+            email: None,
+            phone: None,
+            kind: None,
+            sms_consent: Some(true),
+            external_id: None,
+            at: at(3),
+        });
+        if index % 3 == 0 {
+            events.push(AmbassadorEvent::AmbassadorDeactivated {
+                at: precise_at(4, 42),
+            });
+        }
+        if index == 3 {
+            // An enrollment delivered again replaces the whole row.
+            events.push(enrolled(agency_id, ambassador_id, "v1.name"));
+        }
+        history.add("ambassador", ambassador_id.0, events);
+
+        for referral in 0..6 {
+            let referral_index = index * 6 + referral;
+            let referral_id = ReferralId::new();
+            let events = referral_path(agency_id, referral_id, ambassador_id, referral_index);
+            history.add("referral", referral_id.0, events);
+        }
+        for payout in 0..5 {
+            let payout_index = index * 5 + payout;
+            // Above 2^53, so a value that passed through a float would change.
+            let amount = 9_007_199_254_740_993 - i64::from(payout_index);
+            let recipient = if payout % 2 == 0 {
+                Recipient::Ambassador
+            } else {
+                Recipient::Candidate
+            };
+            let (payout_id, mut requested) =
+                payout_requested(agency_id, ambassador_id, recipient, amount);
+            if let PayoutEvent::PayoutRequested { requested_by, .. } = &mut requested {
+                if payout % 3 == 0 {
+                    *requested_by = Requester::System {
+                        job: "milestone_payouts".to_owned(),
+                    };
+                }
+            }
+            history.add("payout", payout_id.0, payout_path(requested, payout_index));
+        }
+    }
+    history.interleave()
+}
+
+/// Returns every row of `tables` as text, table by table, in row order.
+async fn table_rows(pool: &PgPool, tables: &[&str]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for table in tables {
+        let table_rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT '{table} ' || row_data::text FROM {table} AS row_data ORDER BY 1"
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert!(!table_rows.is_empty(), "{table} has no rows");
+        rows.extend(table_rows);
+    }
+    rows
+}
+
+async fn delete_rows(pool: &PgPool, tables: &[&str]) {
+    for table in tables {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// Applies `events` in batches of `batch_size`, one transaction each, as the runner does.
+async fn apply_in_batches(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    events: &[StoredEvent],
+    batch_size: usize,
+) {
+    for batch in events.chunks(batch_size) {
+        let mut transaction = pool.begin().await.unwrap();
+        sqlx::query(&format!(
+            "SET LOCAL search_path TO {}, public",
+            projection.schema()
+        ))
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+        projection
+            .apply_batch(&mut transaction, batch)
+            .await
+            .unwrap_or_else(|error| panic!("batch of {batch_size}: {error}"));
+        transaction.commit().await.unwrap();
+    }
+}
+
+/// Checks that batches of 1, 7 and 500 events leave the rows that single events leave.
+async fn assert_batches_match_single_events(pool: &PgPool, projection: &dyn Projection) {
+    let events = realistic_history();
+    let tables: Vec<String> = projection
+        .tables()
+        .iter()
+        .map(|table| format!("{}.{table}", projection.schema()))
+        .collect();
+    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+    apply_all(pool, projection, &events).await.unwrap();
+    let one_by_one = table_rows(pool, &tables).await;
+
+    for batch_size in [1, 7, 500] {
+        delete_rows(pool, &tables).await;
+        apply_in_batches(pool, projection, &events, batch_size).await;
+        let batched = table_rows(pool, &tables).await;
+
+        assert_eq!(
+            batched.len(),
+            one_by_one.len(),
+            "row count with batches of {batch_size}"
+        );
+        for (batched_row, single_row) in batched.iter().zip(&one_by_one) {
+            assert_eq!(batched_row, single_row, "batches of {batch_size}");
+        }
+    }
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn analytics_batches_match_single_events(pool: PgPool) {
+    assert_batches_match_single_events(&pool, &AnalyticsProjection).await;
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn ledger_batches_match_single_events(pool: PgPool) {
+    assert_batches_match_single_events(&pool, &PayoutLedgerProjection).await;
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn batch_event_before_its_row_is_poison(pool: PgPool) {
+    let agency_id = AgencyId::new();
+    let referral_id = Uuid::now_v7();
+    let (payout_id, requested) = payout_requested(
+        agency_id,
+        AmbassadorId::new(),
+        Recipient::Ambassador,
+        25_000,
+    );
+    let events = [
+        stored("payout", payout_id.0, 1, agency_id, requested),
+        stored(
+            "referral",
+            referral_id,
+            2,
+            agency_id,
+            ReferralEvent::ReferralContacted { at: at(2) },
+        ),
+        stored(
+            "payout",
+            Uuid::now_v7(),
+            2,
+            agency_id,
+            PayoutEvent::PayoutReleased {
+                by: UserId::new(),
+                at: at(3),
+            },
+        ),
+    ];
+
+    for projection in [
+        &AnalyticsProjection as &dyn Projection,
+        &PayoutLedgerProjection,
+    ] {
+        let mut transaction = pool.begin().await.unwrap();
+        sqlx::query(&format!(
+            "SET LOCAL search_path TO {}, public",
+            projection.schema()
+        ))
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+        let result = projection.apply_batch(&mut transaction, &events).await;
+
+        assert!(
+            matches!(result, Err(ProjectionError::Poison(_))),
+            "{}: {result:?}",
+            projection.name()
+        );
+    }
 }
