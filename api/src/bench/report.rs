@@ -13,7 +13,7 @@ const TARGET_AS_OF_MS: f64 = 10.0;
 /// The client count the command target is stated for.
 const TARGET_CLIENTS: usize = 16;
 
-/// The line after which the report holds text written by hand (notes on a run, the soak
+/// The line after which the report contains text written by hand (notes on a run, the soak
 /// figures). A run replaces everything above it and keeps everything from it on.
 pub(crate) const HAND_WRITTEN_MARKER: &str =
     "<!-- Written by hand below this line: `referrals bench` keeps it when it rewrites the file. -->";
@@ -442,13 +442,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_report_ends_with_the_marker() {
+    fn report_without_previous_file_ends_with_marker() {
         let report = keep_hand_written("# Benchmarks\n".to_owned(), None);
         assert_eq!(report, format!("# Benchmarks\n\n{HAND_WRITTEN_MARKER}\n"));
     }
 
     #[test]
-    fn the_hand_written_part_survives_and_the_old_figures_do_not() {
+    fn report_keeps_notes_and_replaces_figures() {
         let previous =
             format!("# Benchmarks\n\nold figures\n\n{HAND_WRITTEN_MARKER}\n\n## Notes\n\nkept\n");
         let report = keep_hand_written("# Benchmarks\n\nnew figures\n".to_owned(), Some(&previous));
@@ -459,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn a_previous_file_without_the_marker_is_replaced() {
+    fn report_replaces_previous_file_without_marker() {
         let report = keep_hand_written(
             "# Benchmarks\n".to_owned(),
             Some("# Benchmarks\n\nold figures\n"),
