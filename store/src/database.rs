@@ -16,6 +16,12 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://localhost:5432/referrals";
 /// How long a caller waits for a pooled connection before the pool gives up.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A pooled connection idle for longer than this is pinged before it is handed out.
+/// sqlx pings on every checkout by default, which adds one round trip to each statement
+/// of a command. A connection used this recently is trusted: if PostgreSQL dropped it
+/// meanwhile, the statement fails as unavailable (503) and sqlx discards the connection.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Errors of connecting and migrating.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -91,6 +97,15 @@ pub async fn connect(
         // A request waits this long for a connection before it gets a 503. While
         // PostgreSQL is down every request waits the full time, so it is kept short.
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for > PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options.clone())
         .await
         .map_err(|source| DatabaseError::Connect {

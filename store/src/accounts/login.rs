@@ -314,13 +314,14 @@ impl Accounts {
             Uuid,
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
             Option<Uuid>,
             Vec<String>,
             String,
             bool,
         );
         let row: Option<Row> = sqlx::query_as(&format!(
-            "SELECT t.id, t.user_id, t.expires_at, t.revoked_at,
+            "SELECT t.id, t.user_id, t.expires_at, t.revoked_at, t.{used_column},
                     a.agency_id, a.roles, a.status, a.mfa_enrolled
                FROM {table} t JOIN user_accounts a ON a.user_id = t.user_id
               WHERE t.token_hash = $1"
@@ -328,8 +329,17 @@ impl Accounts {
         .bind(tokens::hash(bearer))
         .fetch_optional(&self.pool)
         .await?;
-        let Some((id, user_id, expires_at, revoked_at, agency_id, roles, status, mfa_enrolled)) =
-            row
+        let Some((
+            id,
+            user_id,
+            expires_at,
+            revoked_at,
+            last_used_at,
+            agency_id,
+            roles,
+            status,
+            mfa_enrolled,
+        )) = row
         else {
             return Err(AuthError::InvalidToken);
         };
@@ -353,7 +363,9 @@ impl Accounts {
             _ => Credential::AccessToken(id),
         };
         let user_id = UserId(user_id);
-        self.touch(table, used_column, id, user_id, now).await;
+        if last_use_due(last_used_at, now) {
+            self.touch(table, used_column, id, user_id, now).await;
+        }
         Ok(Caller {
             user_id,
             agency_id: agency_id.map(AgencyId),
@@ -514,6 +526,15 @@ impl Accounts {
     }
 }
 
+/// Returns true when a credential last used at `last_used_at` should record a use at
+/// `now`. Skipping the update here saves a statement on most requests; `touch` checks the
+/// same condition again in SQL, so concurrent requests still write at most once.
+fn last_use_due(last_used_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last_used_at.is_none_or(|last_used_at| {
+        (now - last_used_at).as_seconds_f64() > ACTIVITY_RESOLUTION_SECONDS
+    })
+}
+
 async fn record_activity(
     connection: &mut sqlx::PgConnection,
     user_id: UserId,
@@ -529,4 +550,20 @@ async fn record_activity(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, TimeZone};
+
+    use super::*;
+
+    #[test]
+    fn last_use_is_due_only_after_the_resolution() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 5, 9, 0, 0).unwrap();
+        assert!(last_use_due(None, now));
+        assert!(!last_use_due(Some(now), now));
+        assert!(!last_use_due(Some(now - TimeDelta::seconds(60)), now));
+        assert!(last_use_due(Some(now - TimeDelta::seconds(61)), now));
+    }
 }
