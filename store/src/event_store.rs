@@ -63,6 +63,171 @@ impl EventRepository {
         .fetch_one(&self.pool)
         .await
     }
+
+    /// Appends `events` of one aggregate, and writes its snapshot when cqrs-es asks for one,
+    /// in a single statement. postgres-es sends BEGIN, one INSERT per event, the snapshot
+    /// write and COMMIT, each a round trip. Only a snapshot write, once every
+    /// [`SNAPSHOT_EVERY`] events, runs in a transaction, so that a snapshot written by
+    /// someone else rolls the events back too.
+    async fn append<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), AppendError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut sequences = Vec::with_capacity(events.len());
+        let mut event_types = Vec::with_capacity(events.len());
+        let mut event_versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        for event in events {
+            sequences.push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
+            event_types.push(event.event_type.as_str());
+            event_versions.push(event.event_version.as_str());
+            payloads.push(&event.payload);
+            metadata.push(&event.metadata);
+        }
+        // cqrs-es folds into the snapshot only the events up to the last multiple of
+        // SNAPSHOT_EVERY, but postgres-es labels it with the last event's sequence, so a
+        // command whose events straddle that multiple would lose the later ones on the
+        // next load. The label here is the multiple the snapshot state really reached.
+        let snapshot = snapshot_update.map(|(_, payload, version)| {
+            let reached = last.sequence / SNAPSHOT_EVERY * SNAPSHOT_EVERY;
+            (
+                payload,
+                i64::try_from(reached).unwrap_or(i64::MAX),
+                i64::try_from(version).unwrap_or(i64::MAX),
+            )
+        });
+        let statement = sqlx::query_as::<_, (i64, i64)>(
+            "WITH appended AS (
+                 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                     event_version, payload, metadata)
+                 SELECT $1, $2, new.sequence, new.event_type, new.event_version,
+                        new.payload, new.metadata
+                   FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+                        AS new (sequence, event_type, event_version, payload, metadata)
+                  -- The hash chain trigger links each row to the one inserted before it.
+                  ORDER BY new.sequence
+                 RETURNING 1),
+             snapshot AS (
+                 INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence,
+                                        current_snapshot, payload)
+                 SELECT $1, $2, $8, $9, $10 WHERE $9 IS NOT NULL
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+                    SET last_sequence = EXCLUDED.last_sequence,
+                        current_snapshot = EXCLUDED.current_snapshot,
+                        payload = EXCLUDED.payload
+                  WHERE snapshots.current_snapshot = EXCLUDED.current_snapshot - 1
+                 RETURNING 1)
+             SELECT (SELECT count(*) FROM appended), (SELECT count(*) FROM snapshot)",
+        )
+        .bind(A::TYPE)
+        .bind(&last.aggregate_id)
+        .bind(&sequences)
+        .bind(&event_types)
+        .bind(&event_versions)
+        .bind(&payloads)
+        .bind(&metadata)
+        .bind(snapshot.as_ref().map(|(_, reached, _)| *reached))
+        .bind(snapshot.as_ref().map(|(_, _, version)| *version))
+        .bind(snapshot.as_ref().map(|(payload, _, _)| payload));
+        if snapshot.is_none() {
+            statement.fetch_one(&self.pool).await?;
+            return Ok(());
+        }
+        let mut transaction = self.pool.begin().await?;
+        let (_, snapshots_written) = statement.fetch_one(&mut *transaction).await?;
+        if snapshots_written != 1 {
+            // Dropping the transaction rolls the events back.
+            return Err(AppendError::SnapshotMoved);
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Reads an aggregate's snapshot and the events after it in one statement, where
+    /// cqrs-es reads them in two. The snapshot, if any, is the first row (`part` 0).
+    async fn load_rows(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<(Option<SerializedSnapshot>, Vec<SerializedEvent>), sqlx::Error> {
+        type Row = (
+            i32,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<i64>,
+            Value,
+            Option<Value>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "WITH snapshot AS (
+                 SELECT last_sequence, current_snapshot, payload
+                   FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2)
+             SELECT 0 AS part, NULL::text AS event_type, NULL::text AS event_version,
+                    last_sequence AS sequence, current_snapshot, payload, NULL::json AS metadata
+               FROM snapshot
+             UNION ALL
+             SELECT 1, event_type, event_version, sequence, NULL, payload, metadata
+               FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2
+                AND sequence > coalesce((SELECT last_sequence FROM snapshot), 0)
+             ORDER BY part, sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&self.pool)
+        .await?;
+
+        let mut snapshot = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for (_, event_type, event_version, sequence, current_snapshot, payload, metadata) in rows {
+            let sequence = usize::try_from(sequence).unwrap_or_default();
+            match (event_type, event_version, metadata) {
+                (Some(event_type), Some(event_version), Some(metadata)) => {
+                    events.push(SerializedEvent::new(
+                        aggregate_id.to_owned(),
+                        sequence,
+                        aggregate_type.to_owned(),
+                        event_type,
+                        event_version,
+                        payload,
+                        metadata,
+                    ));
+                }
+                _ => {
+                    snapshot = Some(SerializedSnapshot {
+                        aggregate_id: aggregate_id.to_owned(),
+                        aggregate: payload,
+                        current_sequence: sequence,
+                        current_snapshot: current_snapshot
+                            .and_then(|version| usize::try_from(version).ok())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        Ok((snapshot, events))
+    }
+}
+
+/// Why [`EventRepository::append`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+enum AppendError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The snapshot row is not at the version the command loaded.
+    #[error("the snapshot was replaced by another writer")]
+    SnapshotMoved,
+}
+
+/// Returns true for PostgreSQL's unique violation (SQLSTATE 23505).
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.code().as_deref() == Some("23505"))
 }
 
 /// A unique violation during an append that was not caused by a concurrent writer.
@@ -106,11 +271,11 @@ impl PersistedEventRepository for EventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        match self.inner.persist::<A>(events, snapshot_update).await {
-            Err(PersistenceError::OptimisticLockError) => {
-                let Some(first) = events.first() else {
-                    return Err(PersistenceError::OptimisticLockError);
-                };
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        match self.append::<A>(events, snapshot_update).await {
+            Err(AppendError::Database(error)) if is_unique_violation(&error) => {
                 let taken = self
                     .sequence_taken(A::TYPE, &first.aggregate_id, first.sequence)
                     .await
@@ -126,7 +291,14 @@ impl PersistedEventRepository for EventRepository {
                     )))
                 }
             }
-            other => other,
+            Err(AppendError::Database(error)) if crate::database::is_unavailable(&error) => {
+                Err(PersistenceError::ConnectionError(Box::new(error)))
+            }
+            Err(AppendError::Database(error)) => {
+                Err(PersistenceError::UnknownError(Box::new(error)))
+            }
+            Err(AppendError::SnapshotMoved) => Err(PersistenceError::OptimisticLockError),
+            Ok(()) => Ok(()),
         }
     }
 
@@ -312,6 +484,7 @@ pub struct Executed<A: Aggregate> {
 /// Loads aggregates and executes commands on them through cqrs-es and postgres-es.
 pub struct AggregateStore<A: Aggregate + Tenanted> {
     store: PersistedEventStore<EventRepository, A>,
+    repository: EventRepository,
     services: A::Services,
     pool: PgPool,
 }
@@ -325,36 +498,54 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
                 SNAPSHOT_EVERY,
             )
             .with_upcasters(crate::upcast::upcasters()),
+            repository: EventRepository::new(pool.clone()),
             services,
             pool,
         }
     }
 
-    /// Loads the aggregate's context, with its events upcast by [`crate::upcast`].
-    /// cqrs-es reports an event that does not deserialize with the serde message alone,
-    /// so on that error the events are read again to name the aggregate, sequence and
-    /// version of the first unreadable one.
+    /// Loads the aggregate's context from its snapshot and the events after it, read in
+    /// one statement and upcast by [`crate::upcast`]. An event that does not deserialize is
+    /// reported with its aggregate, sequence and version. A snapshot that no longer
+    /// deserializes (the aggregate's shape changed) is ignored and every event replayed,
+    /// as cqrs-es does.
     async fn load_context(
         &self,
         aggregate_id: &str,
     ) -> Result<EventStoreAggregateContext<A>, CommandError<A::Error>> {
-        match self.store.load_aggregate(aggregate_id).await {
-            Ok(context) => Ok(context),
-            Err(AggregateError::DeserializationError(error)) => {
-                let repository = EventRepository::new(self.pool.clone());
-                let unreadable = match repository.get_events::<A>(aggregate_id).await {
-                    Ok(events) => events
-                        .into_iter()
-                        .find_map(|event| crate::upcast::decode::<A>(event).err()),
-                    Err(_) => None,
-                };
-                Err(CommandError::Failed(match unreadable {
-                    Some(unreadable) => Box::new(unreadable),
-                    None => error,
-                }))
+        let (snapshot, mut events) = self
+            .repository
+            .load_rows(A::TYPE, aggregate_id)
+            .await
+            .map_err(classify_sqlx)?;
+        let mut context = EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        };
+        if let Some(snapshot) = snapshot {
+            match EventStoreAggregateContext::try_from(snapshot) {
+                Ok(from_snapshot) => context = from_snapshot,
+                Err(_) => {
+                    events = self
+                        .repository
+                        .get_events::<A>(aggregate_id)
+                        .await
+                        .map_err(|error| {
+                            CommandError::from_aggregate(AggregateError::from(error), A::TYPE)
+                        })?;
+                }
             }
-            Err(error) => Err(CommandError::from_aggregate(error, A::TYPE)),
         }
+        for event in events {
+            let sequence = event.sequence;
+            let event = crate::upcast::decode::<A>(event)
+                .map_err(|unreadable| CommandError::Failed(Box::new(unreadable)))?;
+            context.aggregate.apply(event);
+            context.current_sequence = sequence;
+        }
+        Ok(context)
     }
 
     /// Loads an aggregate of `agency_id` with its version; `None` when it has no events or

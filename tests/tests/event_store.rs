@@ -123,6 +123,22 @@ async fn events_carry_the_metadata(pool: PgPool) {
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn snapshot_state_equals_replayed_state(pool: PgPool) {
+    // Events 1 to 3 are the submission, the hire and its milestone; week k is event 4 + k.
+    // The big week 45 makes events 49 and 50 a recording and a milestone, so the first
+    // snapshot (at event 50) is taken by a command whose events change more than a total.
+    assert_snapshot_equals_replay(pool, SNAPSHOT_EVERY - 5).await;
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn snapshot_inside_a_command_equals_replayed_state(pool: PgPool) {
+    // The big week 46 makes events 50 and 51 a recording and a milestone, so the snapshot
+    // at event 50 falls between two events of one command and must not claim event 51.
+    assert_snapshot_equals_replay(pool, SNAPSHOT_EVERY - 4).await;
+}
+
+/// Records a hire and 60 weeks of hours, one of them (`big_week`) large enough to reach the
+/// hours milestone, then compares the state loaded through the snapshot with a full replay.
+async fn assert_snapshot_equals_replay(pool: PgPool, big_week: usize) {
     let app = application(&pool);
     let agency = AgencyId::new();
     let metadata = recruiter(agency);
@@ -139,11 +155,7 @@ async fn snapshot_state_equals_replayed_state(pool: PgPool) {
         .await
         .unwrap();
 
-    // Events 1 to 3 are the submission, the hire and its milestone; week k is event 4 + k.
-    // The big week 45 makes events 49 and 50 a recording and a milestone, so the first
-    // snapshot (at event 50) is taken by a command whose events change more than a total.
     let weeks = SNAPSHOT_EVERY + 10;
-    let big_week = SNAPSHOT_EVERY - 5;
     for week in 0..weeks {
         let hours = if week == big_week { "120" } else { "1.25" };
         let command = ReferralCommand::RecordHours(RecordHours {
