@@ -319,7 +319,7 @@ impl Application {
         });
         Ok(self
             .programs
-            .execute(&program_id.to_string(), command, metadata, None)
+            .create(&program_id.to_string(), command, metadata)
             .await?)
     }
 
@@ -366,7 +366,7 @@ impl Application {
         });
         Ok(self
             .ambassadors
-            .execute(&ambassador_id.to_string(), command, metadata, None)
+            .create(&ambassador_id.to_string(), command, metadata)
             .await?)
     }
 
@@ -602,9 +602,14 @@ impl Application {
                 referral.candidate.phone.as_ref(),
             )
             .await?;
-        let sealed = self
+        let (sealed, note) = self
             .personal
-            .seal_contact(agency_id, referral_id.0, &referral.candidate)
+            .seal_contact_with_note(
+                agency_id,
+                referral_id.0,
+                &referral.candidate,
+                referral.note.as_ref(),
+            )
             .await?;
         crate::privacy::index_subject(
             &self.pool,
@@ -614,14 +619,6 @@ impl Application {
             &candidate_keys,
         )
         .await?;
-        let note = match &referral.note {
-            Some(note) => Some(
-                self.personal
-                    .seal_note(agency_id, referral_id.0, note)
-                    .await?,
-            ),
-            None => None,
-        };
         let prior_contact = self
             .known_before(
                 agency_id,
@@ -649,7 +646,7 @@ impl Application {
         });
         Ok(self
             .referrals
-            .execute(&referral_id.to_string(), command, metadata, None)
+            .create(&referral_id.to_string(), command, metadata)
             .await?)
     }
 

@@ -481,6 +481,20 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<EventEnvelope<A>>,
 }
 
+/// Counts a command's outcome in the `commands_total` metric.
+fn count_outcome<A: Aggregate>(outcome: &Result<Executed<A>, CommandError<A::Error>>) {
+    let label = match outcome {
+        Ok(executed) if executed.events.is_empty() => "unchanged",
+        Ok(_) => "committed",
+        Err(CommandError::Rejected(_)) => "rejected",
+        Err(CommandError::NotFound { .. }) => "not_found",
+        Err(CommandError::Conflict { .. }) => "conflict",
+        Err(CommandError::Unavailable(_)) => "unavailable",
+        Err(CommandError::Failed(_)) => "failed",
+    };
+    metrics::counter!("commands_total", "aggregate" => A::TYPE, "outcome" => label).increment(1);
+}
+
 /// Loads aggregates and executes commands on them through cqrs-es and postgres-es.
 pub struct AggregateStore<A: Aggregate + Tenanted> {
     store: PersistedEventStore<EventRepository, A>,
@@ -628,17 +642,30 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
         let outcome = self
             .execute_once(aggregate_id, command, metadata, expected_version)
             .await;
-        let label = match &outcome {
-            Ok(executed) if executed.events.is_empty() => "unchanged",
-            Ok(_) => "committed",
-            Err(CommandError::Rejected(_)) => "rejected",
-            Err(CommandError::NotFound { .. }) => "not_found",
-            Err(CommandError::Conflict { .. }) => "conflict",
-            Err(CommandError::Unavailable(_)) => "unavailable",
-            Err(CommandError::Failed(_)) => "failed",
+        count_outcome::<A>(&outcome);
+        outcome
+    }
+
+    /// Executes a command that creates an aggregate under an id that has no events (a
+    /// fresh UUID v7), without reading its nonexistent events first. If the id is taken
+    /// after all, the append fails and the command is a [`CommandError::Conflict`].
+    ///
+    /// # Errors
+    /// As [`AggregateStore::execute`].
+    pub async fn create(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let context = EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot: None,
         };
-        metrics::counter!("commands_total", "aggregate" => A::TYPE, "outcome" => label)
-            .increment(1);
+        let outcome = self.handle_and_commit(context, command, metadata).await;
+        count_outcome::<A>(&outcome);
         outcome
     }
 
@@ -649,7 +676,7 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
         metadata: &CommandMetadata,
         expected_version: Option<usize>,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
-        let mut context = self.load_context(aggregate_id).await?;
+        let context = self.load_context(aggregate_id).await?;
         if context.current_sequence > 0 && context.aggregate.agency_id() != Some(metadata.agency_id)
         {
             return Err(CommandError::NotFound {
@@ -668,7 +695,16 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
                 aggregate_type: A::TYPE,
             });
         }
+        self.handle_and_commit(context, command, metadata).await
+    }
 
+    /// Handles `command` on the loaded `context` and commits the events it decides.
+    async fn handle_and_commit(
+        &self,
+        mut context: EventStoreAggregateContext<A>,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
         // `EventSink::write` applies each event to the aggregate it is given, and cqrs-es's
         // snapshot step applies the same events again to the context it commits. Handling
         // the command on the loaded state and committing a copy of that state taken before

@@ -94,28 +94,35 @@ impl KeyVault {
         agency_id: AgencyId,
         subject_id: Uuid,
     ) -> Result<SecretKey, KeyError> {
-        match self.data_key(agency_id, subject_id).await {
-            Err(KeyError::Missing) => {}
-            other => return other,
-        }
         let key = SecretKey::generate();
         let wrapped = self
             .master
             .wrap(&key, &data_key_context(agency_id, subject_id));
-        // Two requests may create the first key of a subject at once: the first insert
-        // wins and both then read the winner's key.
-        sqlx::query(
-            "INSERT INTO data_keys (agency_id, subject_id, wrapped_key, master_key_id)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (agency_id, subject_id) DO NOTHING",
+        // One statement inserts a fresh key or returns the stored one (a destroyed key has
+        // NULL columns). The second SELECT reads the snapshot taken when the statement
+        // started, so it misses a key that a concurrent request committed after that. In
+        // that case the insert does nothing, no row comes back, and the key is read again.
+        let row: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+            "WITH inserted AS (
+                 INSERT INTO data_keys (agency_id, subject_id, wrapped_key, master_key_id)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (agency_id, subject_id) DO NOTHING
+                 RETURNING wrapped_key, master_key_id)
+             SELECT wrapped_key, master_key_id FROM inserted
+             UNION ALL
+             SELECT wrapped_key, master_key_id FROM data_keys
+              WHERE agency_id = $1 AND subject_id = $2",
         )
         .bind(agency_id.0)
         .bind(subject_id)
         .bind(&wrapped)
         .bind(self.master.id())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        self.data_key(agency_id, subject_id).await
+        match row {
+            None => self.data_key(agency_id, subject_id).await,
+            Some(row) => self.unwrap_data_key(agency_id, subject_id, row),
+        }
     }
 
     /// Returns the existing data key of a subject.
@@ -138,12 +145,24 @@ impl KeyVault {
         .await?;
         match row {
             None => Err(KeyError::Missing),
-            Some((Some(wrapped), Some(master_key_id))) => Ok(self.master.unwrap(
+            Some(row) => self.unwrap_data_key(agency_id, subject_id, row),
+        }
+    }
+
+    /// Unwraps a `data_keys` row's key; NULL columns mean the key was destroyed.
+    fn unwrap_data_key(
+        &self,
+        agency_id: AgencyId,
+        subject_id: Uuid,
+        row: (Option<Vec<u8>>, Option<String>),
+    ) -> Result<SecretKey, KeyError> {
+        match row {
+            (Some(wrapped), Some(master_key_id)) => Ok(self.master.unwrap(
                 &wrapped,
                 &master_key_id,
                 &data_key_context(agency_id, subject_id),
             )?),
-            Some(_) => Err(KeyError::Erased),
+            _ => Err(KeyError::Erased),
         }
     }
 

@@ -9,7 +9,7 @@ use referrals_domain::values::{
 };
 use uuid::Uuid;
 
-use crate::crypto::{keyed_hash, open_field, seal_field, ContactKind, Field};
+use crate::crypto::{keyed_hash, open_field, seal_field, ContactKind, Field, SecretKey};
 use crate::keys::{KeyError, KeyVault};
 
 /// A person's contact details, validated and normalized, before sealing.
@@ -79,38 +79,25 @@ impl PersonalData {
         details: &ContactDetails,
     ) -> Result<SealedDetails, KeyError> {
         let key = self.vault.data_key_or_create(agency_id, subject_id).await?;
-        let seal = |field, text: &str| seal_field(&key, agency_id, subject_id, field, text);
-        Ok(SealedDetails {
-            name: seal(Field::Name, details.name.as_str()),
-            email: details
-                .email
-                .as_ref()
-                .map(|email| seal(Field::Email, email.as_str())),
-            phone: details
-                .phone
-                .as_ref()
-                .map(|phone| seal(Field::Phone, phone.as_str())),
-        })
+        Ok(seal_details(&key, agency_id, subject_id, details))
     }
 
-    /// Seals a free-text note about a subject.
+    /// Seals a subject's contact details and a note about them with one read of the
+    /// subject's data key, creating the key on first use.
     ///
     /// # Errors
     /// Returns [`KeyError::Erased`] for an erased subject, or a storage error.
-    pub async fn seal_note(
+    pub async fn seal_contact_with_note(
         &self,
         agency_id: AgencyId,
         subject_id: Uuid,
-        note: &FreeText,
-    ) -> Result<Sealed, KeyError> {
+        details: &ContactDetails,
+        note: Option<&FreeText>,
+    ) -> Result<(SealedDetails, Option<Sealed>), KeyError> {
         let key = self.vault.data_key_or_create(agency_id, subject_id).await?;
-        Ok(seal_field(
-            &key,
-            agency_id,
-            subject_id,
-            Field::Note,
-            note.as_str(),
-        ))
+        let note =
+            note.map(|note| seal_field(&key, agency_id, subject_id, Field::Note, note.as_str()));
+        Ok((seal_details(&key, agency_id, subject_id, details), note))
     }
 
     /// Opens a subject's sealed contact details.
@@ -124,13 +111,32 @@ impl PersonalData {
         subject_id: Uuid,
         sealed: &SealedDetails,
     ) -> Result<OpenedDetails, KeyError> {
+        let (contact, _) = self
+            .open_contact_with_note(agency_id, subject_id, sealed, None)
+            .await?;
+        Ok(contact)
+    }
+
+    /// Opens a subject's sealed contact details and a sealed note about them with one
+    /// read of the subject's data key. An erased subject gives
+    /// [`OpenedDetails::Erased`] and no note.
+    ///
+    /// # Errors
+    /// Returns an error when the key is missing or a ciphertext fails to open.
+    pub async fn open_contact_with_note(
+        &self,
+        agency_id: AgencyId,
+        subject_id: Uuid,
+        sealed: &SealedDetails,
+        note: Option<&Sealed>,
+    ) -> Result<(OpenedDetails, Option<String>), KeyError> {
         let key = match self.vault.data_key(agency_id, subject_id).await {
             Ok(key) => key,
-            Err(KeyError::Erased) => return Ok(OpenedDetails::Erased),
+            Err(KeyError::Erased) => return Ok((OpenedDetails::Erased, None)),
             Err(error) => return Err(error),
         };
         let open = |field, value: &Sealed| open_field(&key, agency_id, subject_id, field, value);
-        Ok(OpenedDetails::Present {
+        let contact = OpenedDetails::Present {
             name: open(Field::Name, &sealed.name)?,
             email: sealed
                 .email
@@ -142,7 +148,9 @@ impl PersonalData {
                 .as_ref()
                 .map(|value| open(Field::Phone, value))
                 .transpose()?,
-        })
+        };
+        let note = note.map(|value| open(Field::Note, value)).transpose()?;
+        Ok((contact, note))
     }
 
     /// Computes the keyed hashes of a normalized e-mail address and phone number.
@@ -192,5 +200,26 @@ impl PersonalData {
                 .map(|value| hash(Field::Phone, ContactKind::Phone, value))
                 .transpose()?,
         })
+    }
+}
+
+/// Seals each present field of `details` under `key`.
+fn seal_details(
+    key: &SecretKey,
+    agency_id: AgencyId,
+    subject_id: Uuid,
+    details: &ContactDetails,
+) -> SealedDetails {
+    let seal = |field, text: &str| seal_field(key, agency_id, subject_id, field, text);
+    SealedDetails {
+        name: seal(Field::Name, details.name.as_str()),
+        email: details
+            .email
+            .as_ref()
+            .map(|email| seal(Field::Email, email.as_str())),
+        phone: details
+            .phone
+            .as_ref()
+            .map(|phone| seal(Field::Phone, phone.as_str())),
     }
 }

@@ -67,6 +67,37 @@ impl PgCandidateRegistry {
         Ok(context.aggregate.owns_candidate_at(at))
     }
 
+    /// Claims a candidate that has no claim yet, the common case, in one statement.
+    /// Returns false, having inserted nothing, when any key is claimed already: then the
+    /// general path decides. A plain INSERT (no ON CONFLICT) is all or nothing: when a
+    /// concurrent submission commits one of the keys first, the unique violation rolls
+    /// back every row of this statement.
+    async fn try_claim_new(
+        &self,
+        claim: &CandidateClaim,
+        keys: &[String],
+    ) -> Result<bool, ServiceError> {
+        // Keys are sorted, so statements that share keys wait on them in the same order.
+        let inserted = sqlx::query(
+            "INSERT INTO candidate_claims (agency_id, contact_key, referral_id, claimed_at)
+             SELECT $1, contact_key, $3, now() FROM unnest($2::text[]) AS contact_key
+              WHERE NOT EXISTS (SELECT 1 FROM candidate_claims
+                                 WHERE agency_id = $1 AND contact_key = ANY($2))",
+        )
+        .bind(claim.agency_id.0)
+        .bind(keys)
+        .bind(claim.referral_id.0)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(result) => Ok(usize::try_from(result.rows_affected()).ok() == Some(keys.len())),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
+                Ok(false)
+            }
+            Err(error) => Err(database_error(error)),
+        }
+    }
+
     /// One attempt: check the current claims without locks, then take the free ones under
     /// row locks if no other submission changed them meanwhile. `None` means "changed, try again".
     async fn try_claim(
@@ -160,6 +191,9 @@ impl CandidateRegistry for PgCandidateRegistry {
             return Err(ServiceError(
                 "a candidate claim needs an e-mail or phone key".to_owned(),
             ));
+        }
+        if self.try_claim_new(claim, &keys).await? {
+            return Ok(ClaimOutcome::Owner);
         }
         for _ in 0..CLAIM_ATTEMPTS {
             if let Some(outcome) = self.try_claim(claim, &keys).await? {

@@ -28,9 +28,7 @@ use referrals_domain::values::{
 use referrals_domain::DomainError;
 use referrals_store::accounts::AccountError;
 use referrals_store::application::{AppError, HistoryPoint, NewReferral};
-use referrals_store::crypto::{open_field, Field};
 use referrals_store::event_store::CommandMetadata;
-use referrals_store::keys::KeyError;
 use referrals_store::personal::{ContactDetails, OpenedDetails, SealedDetails};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -1082,35 +1080,13 @@ async fn referral_view(
         email: sealed.email.clone(),
         phone: sealed.phone.clone(),
     };
-    let candidate = open_contact(state, agency_id, id.0, &sealed).await?;
-    let note = match referral.note() {
-        Some(note) => open_note(state, agency_id, id, note).await?,
-        None => None,
-    };
-    ReferralView::new(referral, version, candidate.into(), note).ok_or_else(missing)
-}
-
-/// Opens the sealed note about a candidate; `None` once the candidate was erased.
-async fn open_note(
-    state: &AppState,
-    agency_id: AgencyId,
-    referral_id: ReferralId,
-    note: &Sealed,
-) -> Result<Option<String>, ApiError> {
-    let key = match state
+    let (candidate, note) = state
         .app
         .personal()
-        .vault()
-        .data_key(agency_id, referral_id.0)
+        .open_contact_with_note(agency_id, id.0, &sealed, referral.note())
         .await
-    {
-        Ok(key) => key,
-        Err(KeyError::Erased) => return Ok(None),
-        Err(error) => return Err(AppError::from(error).into()),
-    };
-    open_field(&key, agency_id, referral_id.0, Field::Note, note)
-        .map(Some)
-        .map_err(|error| ApiError::internal(&error))
+        .map_err(AppError::from)?;
+    ReferralView::new(referral, version, candidate.into(), note).ok_or_else(missing)
 }
 
 impl ReferralView {
