@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
 use crate::{Projection, ProjectionError, StoredEvent};
@@ -171,16 +171,48 @@ impl ProjectionRunner {
         projection: &dyn Projection,
         target: &Target,
     ) -> Result<usize, RunnerError> {
+        if let Some(applied) = self
+            .run_batch_once(projection, target, Apply::Whole)
+            .await?
+        {
+            return Ok(applied);
+        }
+        // The batch call reported a poison event and its transaction was rolled back. The
+        // batch runs again, event by event, so that the error names the poison event. It
+        // re-reads the checkpoint, because another runner may have moved it meanwhile.
+        Ok(self
+            .run_batch_once(projection, target, Apply::OneByOne)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Reads one batch after the checkpoint, applies it in the `apply` mode and commits it with
+    /// the new checkpoint. Returns the number of events applied, or `None`, with nothing
+    /// committed, when [`Apply::Whole`] met a poison event.
+    async fn run_batch_once(
+        &self,
+        projection: &dyn Projection,
+        target: &Target,
+        apply: Apply,
+    ) -> Result<Option<usize>, RunnerError> {
         let transient = |error: sqlx::Error| RunnerError::Transient {
             projection: projection.name().to_owned(),
             message: error.to_string(),
         };
         let mut tx = self.pool.begin().await.map_err(transient)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(lock_name(&target.checkpoint))
-            .execute(&mut *tx)
-            .await
-            .map_err(transient)?;
+        // One statement takes the projection's lock and, for this transaction only, makes
+        // the target's schema the first one searched for unqualified table names. The
+        // schema name is built by this module from a projection's fixed name, never from
+        // input, and is quoted all the same.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
+                    set_config('search_path', $2, true)",
+        )
+        .bind(lock_name(&target.checkpoint))
+        .bind(format!("{}, public", quote_identifier(&target.schema)))
+        .execute(&mut *tx)
+        .await
+        .map_err(transient)?;
         let checkpoint = read_checkpoint(&mut tx, &target.checkpoint)
             .await
             .map_err(transient)?;
@@ -202,67 +234,54 @@ impl ProjectionRunner {
         .await
         .map_err(transient)?;
         if events.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
 
-        // The schema name is built by this module from a projection's fixed name, never
-        // from input, and is quoted all the same.
-        sqlx::query(&format!(
-            "SET LOCAL search_path TO {}, public",
-            quote_identifier(&target.schema)
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(transient)?;
-        if !apply_whole_batch(projection, &mut tx, &events).await? {
-            self.apply_one_by_one(projection, target, tx, &events)
-                .await?;
-            return Ok(events.len());
+        match apply {
+            Apply::Whole => match projection.apply_batch(&mut tx, &events).await {
+                Ok(()) => {}
+                Err(ProjectionError::Transient(message)) => {
+                    return Err(RunnerError::Transient {
+                        projection: projection.name().to_owned(),
+                        message,
+                    })
+                }
+                Err(ProjectionError::Poison(message)) => {
+                    tracing::debug!(
+                        projection = projection.name(),
+                        events = events.len(),
+                        error = %message,
+                        "batch has an event the projection cannot apply; applying its events one at a time"
+                    );
+                    return Ok(None);
+                }
+            },
+            Apply::OneByOne => {
+                for event in &events {
+                    match projection.apply(&mut tx, event).await {
+                        Ok(()) => {}
+                        Err(ProjectionError::Transient(message)) => {
+                            return Err(RunnerError::Transient {
+                                projection: projection.name().to_owned(),
+                                message: format!("{}: {message}", event.describe()),
+                            })
+                        }
+                        Err(ProjectionError::Poison(message)) => {
+                            drop(tx);
+                            return Err(self
+                                .record_failure(projection, target, event, message)
+                                .await);
+                        }
+                    }
+                }
+            }
         }
 
         write_checkpoint(&mut tx, target, &events)
             .await
             .map_err(transient)?;
         tx.commit().await.map_err(transient)?;
-        Ok(events.len())
-    }
-
-    /// Applies `events` one at a time after the batch call reported a poison event, so that
-    /// the error names that event, then writes the checkpoint and commits.
-    async fn apply_one_by_one(
-        &self,
-        projection: &dyn Projection,
-        target: &Target,
-        mut tx: Transaction<'static, Postgres>,
-        events: &[StoredEvent],
-    ) -> Result<(), RunnerError> {
-        let transient = |error: sqlx::Error| RunnerError::Transient {
-            projection: projection.name().to_owned(),
-            message: error.to_string(),
-        };
-        for event in events {
-            match projection.apply(&mut tx, event).await {
-                Ok(()) => {}
-                Err(ProjectionError::Transient(message)) => {
-                    return Err(RunnerError::Transient {
-                        projection: projection.name().to_owned(),
-                        message: format!("{}: {message}", event.describe()),
-                    })
-                }
-                Err(ProjectionError::Poison(message)) => {
-                    drop(tx);
-                    return Err(self
-                        .record_failure(projection, target, event, message)
-                        .await);
-                }
-            }
-        }
-        // Each event applied on its own although the batch call reported a poison event.
-        // The rows written here, not the batch call's, are committed.
-        write_checkpoint(&mut tx, target, events)
-            .await
-            .map_err(transient)?;
-        tx.commit().await.map_err(transient)
+        Ok(Some(events.len()))
     }
 
     /// Marks the projection as stopped at `event` and returns the error to report.
@@ -535,47 +554,12 @@ impl Failure {
     }
 }
 
-/// Applies `events` with one [`Projection::apply_batch`] call inside a savepoint. Returns
-/// false, with the savepoint rolled back, when that call reports a poison event.
-///
-/// # Errors
-/// [`RunnerError::Transient`] when the call or the savepoint fails for a reason that may
-/// pass.
-async fn apply_whole_batch(
-    projection: &dyn Projection,
-    connection: &mut PgConnection,
-    events: &[StoredEvent],
-) -> Result<bool, RunnerError> {
-    let transient = |message: String| RunnerError::Transient {
-        projection: projection.name().to_owned(),
-        message,
-    };
-    let mut savepoint = Connection::begin(&mut *connection)
-        .await
-        .map_err(|error| transient(error.to_string()))?;
-    match projection.apply_batch(&mut savepoint, events).await {
-        Ok(()) => {
-            savepoint
-                .commit()
-                .await
-                .map_err(|error| transient(error.to_string()))?;
-            Ok(true)
-        }
-        Err(ProjectionError::Transient(message)) => Err(transient(message)),
-        Err(ProjectionError::Poison(message)) => {
-            savepoint
-                .rollback()
-                .await
-                .map_err(|error| transient(error.to_string()))?;
-            tracing::debug!(
-                projection = projection.name(),
-                events = events.len(),
-                error = %message,
-                "batch has an event the projection cannot apply; applying its events one at a time"
-            );
-            Ok(false)
-        }
-    }
+/// The mode of applying a batch: one [`Projection::apply_batch`] call, or event by event
+/// with [`Projection::apply`] after the batch call reported a poison event.
+#[derive(Debug, Clone, Copy)]
+enum Apply {
+    Whole,
+    OneByOne,
 }
 
 /// Moves the checkpoint past the last of `events`, which must not be empty.
@@ -610,14 +594,17 @@ async fn read_checkpoint(
     connection: &mut PgConnection,
     name: &str,
 ) -> Result<Checkpoint, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
-    )
-    .bind(name)
-    .execute(&mut *connection)
-    .await?;
+    // Creates the row on a projection's first run. The second SELECT reads the snapshot
+    // taken before the INSERT, so it finds the row only when it existed already.
     let row = sqlx::query(
-        "SELECT transaction_id::text, position, failed_position, failed_event, failure
+        "WITH created AS (
+             INSERT INTO projection_checkpoints (projection) VALUES ($1)
+             ON CONFLICT DO NOTHING
+             RETURNING transaction_id::text AS transaction_id, position, failed_position,
+                       failed_event, failure)
+         SELECT * FROM created
+         UNION ALL
+         SELECT transaction_id::text, position, failed_position, failed_event, failure
            FROM projection_checkpoints WHERE projection = $1",
     )
     .bind(name)
