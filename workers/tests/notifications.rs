@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use referrals_domain::agency::{Agency, AgencyCommand, CreateAgency, SetTexting};
 use referrals_domain::ids::{AgencyId, AmbassadorId};
 use referrals_domain::terms::AmbassadorKind;
@@ -18,7 +18,7 @@ use referrals_store::application::{AmbassadorChanges, Application, NewAmbassador
 use referrals_store::event_store::{AggregateStore, CommandMetadata};
 use referrals_store::personal::ContactDetails;
 use referrals_tests::*;
-use referrals_workers::clock::SystemClock;
+use referrals_workers::clock::{Clock, ManualClock, SystemClock};
 use referrals_workers::dispatch::{Dispatcher, RetryPolicy};
 use referrals_workers::outbox::NotificationOutboxProjection;
 use referrals_workers::providers::{SendGrid, TextUs};
@@ -94,6 +94,21 @@ async fn start_mock() -> (MockProvider, String) {
 }
 
 fn dispatcher(app: &Arc<Application>, base_url: &str, max_attempts: u32) -> Dispatcher {
+    let policy = RetryPolicy {
+        max_attempts,
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    };
+    dispatcher_with(app, base_url, policy, Arc::new(SystemClock))
+}
+
+/// Creates a dispatcher that sends both channels to the mock at `base_url`.
+fn dispatcher_with(
+    app: &Arc<Application>,
+    base_url: &str,
+    policy: RetryPolicy,
+    clock: Arc<dyn Clock>,
+) -> Dispatcher {
     let email = SendGrid::new(
         base_url,
         "sendgrid-key".to_owned(),
@@ -107,17 +122,7 @@ fn dispatcher(app: &Arc<Application>, base_url: &str, max_attempts: u32) -> Disp
         "recruiting@agency.test".to_owned(),
     )
     .unwrap();
-    Dispatcher::new(
-        app.clone(),
-        Arc::new(email),
-        Arc::new(sms),
-        RetryPolicy {
-            max_attempts,
-            base_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(20),
-        },
-        Arc::new(SystemClock),
-    )
+    Dispatcher::new(app.clone(), Arc::new(email), Arc::new(sms), policy, clock)
 }
 
 /// Creates the agency aggregate, with texting enabled or not.
@@ -261,6 +266,104 @@ async fn email_delivered_once_after_two_failures(pool: PgPool) {
         "the candidate's name leaked: {text}"
     );
     assert_eq!(rows(&pool, "email").await, [("sent".to_owned(), 3, None)]);
+}
+
+/// Returns the status, attempts and next attempt time of the only e-mail row.
+async fn email_schedule(pool: &PgPool) -> (String, i32, DateTime<Utc>) {
+    sqlx::query_as(
+        "SELECT status, attempts, next_attempt_at FROM notifications.outbox
+          WHERE channel = 'email'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn email_retries_wait_for_growing_backoff(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    create_agency(&pool, agency, false).await;
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), None),
+        false,
+    )
+    .await;
+    refer(&app, agency, ada, "grace@example.org").await;
+    fill_outbox(&pool).await;
+    let (mock, base_url) = start_mock().await;
+    mock.fail_next(3, 503);
+    // Whole seconds, because PostgreSQL stores microseconds, and a minute ahead, so the
+    // row written at the database's now() is due.
+    let start = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::minutes(1);
+    let clock = Arc::new(ManualClock::new(start));
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        base_backoff: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(3600),
+    };
+    let dispatcher = dispatcher_with(&app, &base_url, policy, clock.clone());
+    let requests = || i32::try_from(mock.received("/v3/mail/send").len()).unwrap();
+
+    dispatcher.dispatch_due().await.unwrap();
+    assert_eq!(requests(), 1);
+    // Each failure waits the base backoff doubled once per earlier failure.
+    for (failures, wait_seconds) in [(1, 10), (2, 20), (3, 40)] {
+        let due = clock.now() + TimeDelta::seconds(wait_seconds);
+        assert_eq!(
+            email_schedule(&pool).await,
+            ("pending".to_owned(), failures, due),
+            "after failure {failures}"
+        );
+
+        dispatcher.dispatch_due().await.unwrap();
+        assert_eq!(
+            requests(),
+            failures,
+            "resent at once after failure {failures}"
+        );
+
+        clock.set(due - TimeDelta::milliseconds(1));
+        dispatcher.dispatch_due().await.unwrap();
+        assert_eq!(
+            requests(),
+            failures,
+            "resent early after failure {failures}"
+        );
+
+        clock.set(due);
+        dispatcher.dispatch_due().await.unwrap();
+        assert_eq!(
+            requests(),
+            failures + 1,
+            "not resent when due after failure {failures}"
+        );
+    }
+    let (status, attempts, _) = email_schedule(&pool).await;
+    assert_eq!(status, "sent");
+    assert_eq!(attempts, 4);
+
+    // Past the backoff and the claim lease, a sent row stays sent.
+    clock.advance(TimeDelta::hours(2));
+    dispatcher.dispatch_due().await.unwrap();
+
+    let received = mock.received("/v3/mail/send");
+    let answers: Vec<u16> = received.iter().map(|request| request.answered).collect();
+    assert_eq!(answers, [503, 503, 503, 202]);
+    let dedupe_key: String =
+        sqlx::query_scalar("SELECT dedupe_key FROM notifications.outbox WHERE channel = 'email'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!dedupe_key.is_empty());
+    for request in &received {
+        assert_eq!(
+            request.body["personalizations"][0]["custom_args"]["dedupe_key"],
+            dedupe_key.as_str()
+        );
+    }
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
