@@ -367,6 +367,57 @@ async fn email_retries_wait_for_growing_backoff(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn two_dispatchers_send_each_message_once(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    create_agency(&pool, agency, false).await;
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), None),
+        false,
+    )
+    .await;
+    for n in 0..20 {
+        refer(&app, agency, ada, &format!("candidate{n}@example.org")).await;
+    }
+    fill_outbox(&pool).await;
+    let (mock, base_url) = start_mock().await;
+    // Small batches, so the two dispatchers claim rows in turns.
+    let first = dispatcher(&app, &base_url, 5).with_batch_size(3);
+    let second = dispatcher(&app, &base_url, 5).with_batch_size(3);
+
+    tokio::join!(dispatch_all(&pool, &first), dispatch_all(&pool, &second));
+
+    let mut sent: Vec<String> = mock
+        .received("/v3/mail/send")
+        .iter()
+        .map(|request| {
+            request.body["personalizations"][0]["custom_args"]["dedupe_key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    sent.sort();
+    let queued: Vec<String> = sqlx::query_scalar(
+        "SELECT dedupe_key FROM notifications.outbox WHERE channel = 'email' ORDER BY dedupe_key",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(queued.len(), 20);
+    assert_eq!(sent, queued);
+    let email_rows = rows(&pool, "email").await;
+    assert!(
+        email_rows
+            .iter()
+            .all(|row| *row == ("sent".to_owned(), 1, None)),
+        "{email_rows:?}"
+    );
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn sms_only_with_consent_and_texting(pool: PgPool) {
     let app = Arc::new(application(&pool));
     let agency = AgencyId::new();
