@@ -13,17 +13,18 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use referrals_domain::agency::{Agency, AgencyCommand, CreateAgency, SetTexting};
 use referrals_domain::ids::{AgencyId, AmbassadorId};
 use referrals_domain::terms::AmbassadorKind;
-use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::runner::{ProjectionRunner, RunnerError};
+use referrals_projections::{Projection, ProjectionError, StoredEvent};
 use referrals_store::application::{AmbassadorChanges, Application, NewAmbassador};
 use referrals_store::event_store::{AggregateStore, CommandMetadata};
 use referrals_store::personal::ContactDetails;
 use referrals_tests::*;
 use referrals_workers::clock::{Clock, ManualClock, SystemClock};
 use referrals_workers::dispatch::{Dispatcher, RetryPolicy};
-use referrals_workers::outbox::NotificationOutboxProjection;
+use referrals_workers::outbox::{NotificationOutboxProjection, OUTBOX_PROJECTION};
 use referrals_workers::providers::{SendGrid, TextUs};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// One request the mock provider received.
 #[derive(Debug, Clone)]
@@ -585,6 +586,131 @@ fn metric_value(rendered: &str, series: &str) -> Option<f64> {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         value.trim().parse().ok()
     })
+}
+
+/// The outbox projection under its own name, failing right after it applied the event
+/// at `fail_after`, as a later step of the same batch would.
+struct FailingOutbox {
+    fail_after: i64,
+}
+
+#[async_trait::async_trait]
+impl Projection for FailingOutbox {
+    fn name(&self) -> &'static str {
+        OUTBOX_PROJECTION
+    }
+
+    fn schema(&self) -> &'static str {
+        NotificationOutboxProjection.schema()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        NotificationOutboxProjection.tables()
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        NotificationOutboxProjection
+            .apply(connection, event)
+            .await?;
+        if event.position == self.fail_after {
+            return Err(ProjectionError::Transient(
+                "injected failure after the outbox rows".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Waits, at most 15 seconds, until every committed event is older than every running
+/// transaction, so the runner's next batch reads all of them.
+async fn wait_until_events_readable(pool: &PgPool) {
+    for _ in 0..300 {
+        let unreadable: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events
+              WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if unreadable == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("events were still above the read horizon after 15 seconds");
+}
+
+async fn outbox_checkpoint(pool: &PgPool) -> (String, i64, i64) {
+    sqlx::query_as(
+        "SELECT transaction_id::text, position, events_applied FROM projection_checkpoints
+          WHERE projection = $1",
+    )
+    .bind(OUTBOX_PROJECTION)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn outbox_rows_per_referral(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM notifications.outbox GROUP BY referral_id ORDER BY referral_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn failed_batch_leaves_no_outbox_rows(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), Some("+14155550101")),
+        true,
+    )
+    .await;
+    refer(&app, agency, ada, "first@example.org").await;
+    fill_outbox(&pool).await;
+    let checkpoint = outbox_checkpoint(&pool).await;
+    for candidate in ["second", "third", "fourth"] {
+        refer(&app, agency, ada, &format!("{candidate}@example.org")).await;
+    }
+    // Fails after the third referral's submission: by then the batch has written the
+    // second and third referrals' rows, and the fourth's event is still ahead.
+    let fail_after: i64 = sqlx::query_scalar(
+        "SELECT position FROM events WHERE event_type = 'ReferralSubmitted'
+          ORDER BY position OFFSET 2 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    wait_until_events_readable(&pool).await;
+
+    let failed = ProjectionRunner::new(pool.clone())
+        .run_batch(&FailingOutbox { fail_after })
+        .await;
+
+    assert!(
+        matches!(&failed, Err(RunnerError::Transient { message, .. }) if message.contains("injected")),
+        "{failed:?}"
+    );
+    assert_eq!(outbox_rows_per_referral(&pool).await, [2]);
+    assert_eq!(outbox_checkpoint(&pool).await, checkpoint);
+
+    fill_outbox(&pool).await;
+
+    let last_position: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox_rows_per_referral(&pool).await, [2, 2, 2, 2]);
+    assert_eq!(outbox_checkpoint(&pool).await.1, last_position);
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
