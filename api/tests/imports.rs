@@ -612,6 +612,80 @@ async fn known_candidate_makes_referral_ineligible(pool: PgPool) {
         .all(|key| !key.contains('@') && !key.contains("415")));
 }
 
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn prior_contact_counts_only_inside_lookback(pool: PgPool) {
+    let api = TestApi::new(&pool);
+    let agency = api.agency().await;
+    let token = recruiter(&api, &agency).await;
+    let setup = setup(&api, agency.agency_id).await;
+    // The program looks back 365 days. A contact exactly 365 days ago is inside.
+    // NOTE: the server counts from its own today, so a run that crosses midnight UTC
+    // can fail the 365-day case.
+    let cases = [(30, false), (365, false), (366, true), (400, true)];
+    let today = Utc::now().date_naive();
+    let mut csv = String::from("email,phone,last_contact_on\n");
+    for (days, _) in cases {
+        let last_contact = today.checked_sub_days(Days::new(days)).unwrap();
+        csv.push_str(&format!(
+            "contacted-{days}-days-ago@example.com,,{last_contact}\n"
+        ));
+    }
+
+    let imported = upload(&api, &token, "/v1/known-candidates", &csv).await;
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.body);
+    assert_eq!(imported.body["accepted"], 4, "{}", imported.body);
+    for (days, eligible) in cases {
+        let check = api
+            .call(
+                Method::POST,
+                "/v1/referrals/eligibility-check",
+                Some(&token),
+                Some(json!({
+                    "program_id": setup.program_id.to_string(),
+                    "ambassador_id": setup.ambassador_id.to_string(),
+                    "candidate": {
+                        "name": "Known Person",
+                        "email": format!("contacted-{days}-days-ago@example.com"),
+                    },
+                })),
+            )
+            .await;
+        assert_eq!(check.status, StatusCode::OK, "{}", check.body);
+        assert_eq!(
+            check.body["eligible"], eligible,
+            "{days} days ago: {}",
+            check.body
+        );
+        if !eligible {
+            assert_eq!(check.body["reason"], "prior_contact", "{days} days ago");
+        }
+    }
+    // Submission runs the same look-back.
+    for (days, eligible) in [(365, false), (400, true)] {
+        let submitted = api
+            .call(
+                Method::POST,
+                "/v1/referrals",
+                Some(&token),
+                Some(json!({
+                    "program_id": setup.program_id.to_string(),
+                    "ambassador_id": setup.ambassador_id.to_string(),
+                    "candidate": {
+                        "name": "Known Person",
+                        "email": format!("contacted-{days}-days-ago@example.com"),
+                    },
+                })),
+            )
+            .await;
+        assert_eq!(submitted.status, StatusCode::CREATED, "{}", submitted.body);
+        assert_eq!(
+            submitted.body["eligibility"]["eligible"], eligible,
+            "{days} days ago: {}",
+            submitted.body
+        );
+    }
+}
+
 /// Brings every read model up to date, as the payout export reads the ledger.
 async fn catch_up(pool: &PgPool) {
     let runner = ProjectionRunner::new(pool.clone());
