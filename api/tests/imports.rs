@@ -612,6 +612,80 @@ async fn known_candidate_makes_referral_ineligible(pool: PgPool) {
         .all(|key| !key.contains('@') && !key.contains("415")));
 }
 
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn prior_contact_counts_only_inside_lookback(pool: PgPool) {
+    let api = TestApi::new(&pool);
+    let agency = api.agency().await;
+    let token = recruiter(&api, &agency).await;
+    let setup = setup(&api, agency.agency_id).await;
+    // The program looks back 365 days. A contact exactly 365 days ago is inside.
+    // NOTE: the server counts from its own today, so a run that crosses midnight UTC
+    // can fail the 365-day case.
+    let cases = [(30, false), (365, false), (366, true), (400, true)];
+    let today = Utc::now().date_naive();
+    let mut csv = String::from("email,phone,last_contact_on\n");
+    for (days, _) in cases {
+        let last_contact = today.checked_sub_days(Days::new(days)).unwrap();
+        csv.push_str(&format!(
+            "contacted-{days}-days-ago@example.com,,{last_contact}\n"
+        ));
+    }
+
+    let imported = upload(&api, &token, "/v1/known-candidates", &csv).await;
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.body);
+    assert_eq!(imported.body["accepted"], 4, "{}", imported.body);
+    for (days, eligible) in cases {
+        let check = api
+            .call(
+                Method::POST,
+                "/v1/referrals/eligibility-check",
+                Some(&token),
+                Some(json!({
+                    "program_id": setup.program_id.to_string(),
+                    "ambassador_id": setup.ambassador_id.to_string(),
+                    "candidate": {
+                        "name": "Known Person",
+                        "email": format!("contacted-{days}-days-ago@example.com"),
+                    },
+                })),
+            )
+            .await;
+        assert_eq!(check.status, StatusCode::OK, "{}", check.body);
+        assert_eq!(
+            check.body["eligible"], eligible,
+            "{days} days ago: {}",
+            check.body
+        );
+        if !eligible {
+            assert_eq!(check.body["reason"], "prior_contact", "{days} days ago");
+        }
+    }
+    // Submission runs the same look-back.
+    for (days, eligible) in [(365, false), (400, true)] {
+        let submitted = api
+            .call(
+                Method::POST,
+                "/v1/referrals",
+                Some(&token),
+                Some(json!({
+                    "program_id": setup.program_id.to_string(),
+                    "ambassador_id": setup.ambassador_id.to_string(),
+                    "candidate": {
+                        "name": "Known Person",
+                        "email": format!("contacted-{days}-days-ago@example.com"),
+                    },
+                })),
+            )
+            .await;
+        assert_eq!(submitted.status, StatusCode::CREATED, "{}", submitted.body);
+        assert_eq!(
+            submitted.body["eligibility"]["eligible"], eligible,
+            "{days} days ago: {}",
+            submitted.body
+        );
+    }
+}
+
 /// Brings every read model up to date, as the payout export reads the ledger.
 async fn catch_up(pool: &PgPool) {
     let runner = ProjectionRunner::new(pool.clone());
@@ -948,15 +1022,33 @@ impl Server {
     }
 }
 
-/// Writes a weekly timesheet of `rows` rows: fifty weeks of the worker `W-REAL`, and the
-/// rest for worker ids that no referral has.
-fn large_timesheet(rows: usize) -> Vec<u8> {
-    let mut csv = String::from("external_worker_id,week_ending,hours\n");
+/// Bytes of the ignored `note` column on every row of the memory test's files.
+const NOTE_BYTES: usize = 400;
+
+/// Every this many lines of the large file is invalid, with a month 13 in `week_ending`.
+const INVALID_EVERY: usize = 10_000;
+
+/// Writes a weekly timesheet of `rows` rows, each with an ignored `note` column of
+/// [`NOTE_BYTES`] bytes. The rows are fifty weeks of the worker `W-REAL`, then
+/// `new_weeks` weeks of the worker `W-NEW`, then rows for worker ids that no referral
+/// has. In the last part every [`INVALID_EVERY`]th line has an invalid date.
+fn large_timesheet(rows: usize, new_weeks: u64) -> Vec<u8> {
+    let note = "x".repeat(NOTE_BYTES);
+    let mut csv = String::from("external_worker_id,week_ending,hours,note\n");
     for week in 0..50 {
-        csv.push_str(&format!("W-REAL,{},40\n", week_ending(week)));
+        csv.push_str(&format!("W-REAL,{},40,{note}\n", week_ending(week)));
     }
-    for n in 50..rows {
-        csv.push_str(&format!("U-{n},{},8.5\n", week_ending(0)));
+    for week in 0..new_weeks {
+        csv.push_str(&format!("W-NEW,{},40,{note}\n", week_ending(week)));
+    }
+    let known = 50 + usize::try_from(new_weeks).unwrap();
+    for n in known..rows {
+        // The header is line 1, so row `n` is on line `n + 2`.
+        if (n + 2) % INVALID_EVERY == 0 {
+            csv.push_str(&format!("U-{n},2026-13-01,8,{note}\n"));
+        } else {
+            csv.push_str(&format!("U-{n},{},8.5,{note}\n", week_ending(0)));
+        }
     }
     csv.into_bytes()
 }
@@ -968,7 +1060,8 @@ async fn large_timesheet_imports_in_flat_memory(pool: PgPool) {
     let agency = api.agency().await;
     let token = recruiter(&api, &agency).await;
     let setup = setup(&api, agency.agency_id).await;
-    let referral_id = hired_referral(&api, agency.agency_id, &setup, "W-REAL").await;
+    let real_referral = hired_referral(&api, agency.agency_id, &setup, "W-REAL").await;
+    let new_referral = hired_referral(&api, agency.agency_id, &setup, "W-NEW").await;
     let database: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&pool)
         .await
@@ -976,54 +1069,102 @@ async fn large_timesheet_imports_in_flat_memory(pool: PgPool) {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
     let (server_url, _) = base.rsplit_once('/').unwrap();
     let server = Server::start(&format!("{server_url}/{database}"), &master_base64);
-    let small = large_timesheet(1_000);
-    let large = large_timesheet(100_000);
+    let small = large_timesheet(1_000, 0);
+    let large = large_timesheet(100_000, 20);
+    let large_kib = u64::try_from(large.len()).unwrap() / 1024;
+    let invalid_rows = (72..100_000)
+        .filter(|n| (n + 2) % INVALID_EVERY == 0)
+        .count();
 
-    let (small_import, small_peak, large_import, large_peak, again, events_between) =
-        tokio::task::spawn_blocking({
-            let pool = pool.clone();
-            move || {
-                let small_import = server.import(&token, &small);
-                let small_peak = server.peak_rss_kib();
-                let large_import = server.import(&token, &large);
-                let large_peak = server.peak_rss_kib();
-                let handle = tokio::runtime::Handle::current();
-                let before = handle.block_on(all_events(&pool));
-                let again = server.import(&token, &large);
-                let after = handle.block_on(all_events(&pool));
-                server.stop();
-                (
-                    small_import,
-                    small_peak,
-                    large_import,
-                    large_peak,
-                    again,
-                    after - before,
-                )
-            }
-        })
-        .await
-        .unwrap();
+    let (small_peak, large_peak, imports, samples, events_between) = tokio::task::spawn_blocking({
+        let pool = pool.clone();
+        move || {
+            let small_import = server.import(&token, &small);
+            let small_peak = server.peak_rss_kib();
+            let large_import = server.import(&token, &large);
+            let large_peak = server.peak_rss_kib();
+            let id = large_import["id"].as_str().unwrap().to_owned();
+            let sample = |query: &str| {
+                let (status, page) =
+                    server.request("GET", &format!("/v1/timesheets/{id}?{query}"), &token, None);
+                assert_eq!(status, 200, "{page}");
+                page
+            };
+            let samples = [
+                sample("outcome=accepted&limit=500"),
+                sample("outcome=unknown_worker&limit=1"),
+                sample("outcome=invalid&limit=500"),
+            ];
+            let handle = tokio::runtime::Handle::current();
+            let before = handle.block_on(all_events(&pool));
+            let again = server.import(&token, &large);
+            let after = handle.block_on(all_events(&pool));
+            server.stop();
+            (
+                small_peak,
+                large_peak,
+                [small_import, large_import, again],
+                samples,
+                after - before,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let [small_import, large_import, again] = imports;
+    let [accepted, unknown, invalid] = samples;
 
     eprintln!(
-        "server peak memory: {small_peak} KiB after 1,000 rows, {large_peak} KiB after 100,000"
+        "server peak memory: {small_peak} KiB after 1,000 rows, {large_peak} KiB after \
+         100,000 rows in a {large_kib} KiB file"
     );
     assert_eq!(small_import["rows_processed"], 1_000);
+    assert_eq!(small_import["outcomes"]["accepted"], 50, "{small_import}");
     assert_eq!(large_import["rows_total"], 100_000);
     assert_eq!(large_import["rows_processed"], 100_000);
     assert_eq!(large_import["outcomes"]["unchanged"], 50, "{large_import}");
-    assert_eq!(large_import["outcomes"]["unknown_worker"], 99_950);
-    assert_eq!(again["outcomes"]["unchanged"], 50);
+    assert_eq!(large_import["outcomes"]["accepted"], 20, "{large_import}");
+    assert_eq!(large_import["outcomes"]["invalid"], invalid_rows);
+    assert_eq!(
+        large_import["outcomes"]["unknown_worker"],
+        100_000 - 70 - invalid_rows
+    );
+    assert_eq!(again["outcomes"]["unchanged"], 70, "{again}");
+    assert_eq!(again["outcomes"]["accepted"], 0, "{again}");
     assert_eq!(events_between, 0);
     assert_eq!(
-        events(&pool, &referral_id.to_string(), "HoursRecorded").await,
+        events(&pool, &real_referral.to_string(), "HoursRecorded").await,
         50
     );
-    // Rows stream through in batches, so a hundred times the rows may not add more than
-    // 32 MiB of peak memory.
+    assert_eq!(
+        events(&pool, &new_referral.to_string(), "HoursRecorded").await,
+        20
+    );
+
+    // The W-NEW rows sit on lines 52 to 71, right after the fifty W-REAL rows.
+    let accepted = accepted["items"].as_array().unwrap();
+    assert_eq!(accepted.len(), 20);
+    assert_eq!(accepted[0]["line"], 52);
+    assert_eq!(accepted[19]["line"], 71);
+    assert_eq!(accepted[0]["external_worker_id"], "W-NEW");
+    assert_eq!(accepted[0]["date"], week_ending(0).to_string());
+    assert_eq!(accepted[0]["hours"], "40.00");
+    assert_eq!(accepted[0]["referral_id"], new_referral.to_string());
+    let unknown = &unknown["items"][0];
+    assert_eq!(unknown["line"], 72);
+    assert_eq!(unknown["external_worker_id"], "U-70");
+    assert!(unknown["referral_id"].is_null(), "{unknown}");
+    let invalid = invalid["items"].as_array().unwrap();
+    assert_eq!(invalid.len(), invalid_rows);
+    assert_eq!(invalid[0]["line"], INVALID_EVERY);
+    let reason = invalid[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("week_ending \"2026-13-01\""), "{reason}");
+
+    // Rows stream through in batches. A handler that held the whole body, or its rows,
+    // would grow by at least the file's size, so growth must stay under a quarter of it.
     assert!(
-        large_peak < small_peak + 32 * 1024,
-        "peak memory grew from {small_peak} KiB to {large_peak} KiB"
+        large_peak < small_peak + large_kib / 4,
+        "peak memory grew from {small_peak} KiB to {large_peak} KiB for a {large_kib} KiB file"
     );
 }
 

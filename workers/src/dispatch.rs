@@ -148,6 +148,13 @@ impl Dispatcher {
         self
     }
 
+    /// Sets the maximum number of rows one pass claims, 100 by default and at least 1.
+    #[must_use]
+    pub fn with_batch_size(mut self, rows: u32) -> Self {
+        self.batch_size = i64::from(rows.max(1));
+        self
+    }
+
     fn pool(&self) -> &PgPool {
         self.app.pool()
     }

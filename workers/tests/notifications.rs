@@ -9,21 +9,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use referrals_domain::agency::{Agency, AgencyCommand, CreateAgency, SetTexting};
 use referrals_domain::ids::{AgencyId, AmbassadorId};
 use referrals_domain::terms::AmbassadorKind;
-use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::runner::{ProjectionRunner, RunnerError};
+use referrals_projections::{Projection, ProjectionError, StoredEvent};
 use referrals_store::application::{AmbassadorChanges, Application, NewAmbassador};
 use referrals_store::event_store::{AggregateStore, CommandMetadata};
 use referrals_store::personal::ContactDetails;
 use referrals_tests::*;
-use referrals_workers::clock::SystemClock;
+use referrals_workers::clock::{Clock, ManualClock, SystemClock};
 use referrals_workers::dispatch::{Dispatcher, RetryPolicy};
-use referrals_workers::outbox::NotificationOutboxProjection;
+use referrals_workers::outbox::{NotificationOutboxProjection, OUTBOX_PROJECTION};
 use referrals_workers::providers::{SendGrid, TextUs};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// One request the mock provider received.
 #[derive(Debug, Clone)]
@@ -94,6 +95,21 @@ async fn start_mock() -> (MockProvider, String) {
 }
 
 fn dispatcher(app: &Arc<Application>, base_url: &str, max_attempts: u32) -> Dispatcher {
+    let policy = RetryPolicy {
+        max_attempts,
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    };
+    dispatcher_with(app, base_url, policy, Arc::new(SystemClock))
+}
+
+/// Creates a dispatcher that sends both channels to the mock at `base_url`.
+fn dispatcher_with(
+    app: &Arc<Application>,
+    base_url: &str,
+    policy: RetryPolicy,
+    clock: Arc<dyn Clock>,
+) -> Dispatcher {
     let email = SendGrid::new(
         base_url,
         "sendgrid-key".to_owned(),
@@ -107,17 +123,7 @@ fn dispatcher(app: &Arc<Application>, base_url: &str, max_attempts: u32) -> Disp
         "recruiting@agency.test".to_owned(),
     )
     .unwrap();
-    Dispatcher::new(
-        app.clone(),
-        Arc::new(email),
-        Arc::new(sms),
-        RetryPolicy {
-            max_attempts,
-            base_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(20),
-        },
-        Arc::new(SystemClock),
-    )
+    Dispatcher::new(app.clone(), Arc::new(email), Arc::new(sms), policy, clock)
 }
 
 /// Creates the agency aggregate, with texting enabled or not.
@@ -261,6 +267,155 @@ async fn email_delivered_once_after_two_failures(pool: PgPool) {
         "the candidate's name leaked: {text}"
     );
     assert_eq!(rows(&pool, "email").await, [("sent".to_owned(), 3, None)]);
+}
+
+/// Returns the status, attempts and next attempt time of the only e-mail row.
+async fn email_schedule(pool: &PgPool) -> (String, i32, DateTime<Utc>) {
+    sqlx::query_as(
+        "SELECT status, attempts, next_attempt_at FROM notifications.outbox
+          WHERE channel = 'email'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn email_retries_wait_for_growing_backoff(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    create_agency(&pool, agency, false).await;
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), None),
+        false,
+    )
+    .await;
+    refer(&app, agency, ada, "grace@example.org").await;
+    fill_outbox(&pool).await;
+    let (mock, base_url) = start_mock().await;
+    mock.fail_next(3, 503);
+    // Whole seconds, because PostgreSQL stores microseconds, and a minute ahead, so the
+    // row written at the database's now() is due.
+    let start = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::minutes(1);
+    let clock = Arc::new(ManualClock::new(start));
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        base_backoff: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(3600),
+    };
+    let dispatcher = dispatcher_with(&app, &base_url, policy, clock.clone());
+    let requests = || i32::try_from(mock.received("/v3/mail/send").len()).unwrap();
+
+    dispatcher.dispatch_due().await.unwrap();
+    assert_eq!(requests(), 1);
+    // Each failure waits the base backoff doubled once per earlier failure.
+    for (failures, wait_seconds) in [(1, 10), (2, 20), (3, 40)] {
+        let due = clock.now() + TimeDelta::seconds(wait_seconds);
+        assert_eq!(
+            email_schedule(&pool).await,
+            ("pending".to_owned(), failures, due),
+            "after failure {failures}"
+        );
+
+        dispatcher.dispatch_due().await.unwrap();
+        assert_eq!(
+            requests(),
+            failures,
+            "resent at once after failure {failures}"
+        );
+
+        clock.set(due - TimeDelta::milliseconds(1));
+        dispatcher.dispatch_due().await.unwrap();
+        assert_eq!(
+            requests(),
+            failures,
+            "resent early after failure {failures}"
+        );
+
+        clock.set(due);
+        dispatcher.dispatch_due().await.unwrap();
+        assert_eq!(
+            requests(),
+            failures + 1,
+            "not resent when due after failure {failures}"
+        );
+    }
+    let (status, attempts, _) = email_schedule(&pool).await;
+    assert_eq!(status, "sent");
+    assert_eq!(attempts, 4);
+
+    // Past the backoff and the claim lease, a sent row stays sent.
+    clock.advance(TimeDelta::hours(2));
+    dispatcher.dispatch_due().await.unwrap();
+
+    let received = mock.received("/v3/mail/send");
+    let answers: Vec<u16> = received.iter().map(|request| request.answered).collect();
+    assert_eq!(answers, [503, 503, 503, 202]);
+    let dedupe_key: String =
+        sqlx::query_scalar("SELECT dedupe_key FROM notifications.outbox WHERE channel = 'email'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!dedupe_key.is_empty());
+    for request in &received {
+        assert_eq!(
+            request.body["personalizations"][0]["custom_args"]["dedupe_key"],
+            dedupe_key.as_str()
+        );
+    }
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn two_dispatchers_send_each_message_once(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    create_agency(&pool, agency, false).await;
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), None),
+        false,
+    )
+    .await;
+    for n in 0..20 {
+        refer(&app, agency, ada, &format!("candidate{n}@example.org")).await;
+    }
+    fill_outbox(&pool).await;
+    let (mock, base_url) = start_mock().await;
+    // Small batches, so the two dispatchers claim rows in turns.
+    let first = dispatcher(&app, &base_url, 5).with_batch_size(3);
+    let second = dispatcher(&app, &base_url, 5).with_batch_size(3);
+
+    tokio::join!(dispatch_all(&pool, &first), dispatch_all(&pool, &second));
+
+    let mut sent: Vec<String> = mock
+        .received("/v3/mail/send")
+        .iter()
+        .map(|request| {
+            request.body["personalizations"][0]["custom_args"]["dedupe_key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    sent.sort();
+    let queued: Vec<String> = sqlx::query_scalar(
+        "SELECT dedupe_key FROM notifications.outbox WHERE channel = 'email' ORDER BY dedupe_key",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(queued.len(), 20);
+    assert_eq!(sent, queued);
+    let email_rows = rows(&pool, "email").await;
+    assert!(
+        email_rows
+            .iter()
+            .all(|row| *row == ("sent".to_owned(), 1, None)),
+        "{email_rows:?}"
+    );
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
@@ -431,6 +586,131 @@ fn metric_value(rendered: &str, series: &str) -> Option<f64> {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         value.trim().parse().ok()
     })
+}
+
+/// The outbox projection under its own name, failing right after it applied the event
+/// at `fail_after`, as a later step of the same batch would.
+struct FailingOutbox {
+    fail_after: i64,
+}
+
+#[async_trait::async_trait]
+impl Projection for FailingOutbox {
+    fn name(&self) -> &'static str {
+        OUTBOX_PROJECTION
+    }
+
+    fn schema(&self) -> &'static str {
+        NotificationOutboxProjection.schema()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        NotificationOutboxProjection.tables()
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        NotificationOutboxProjection
+            .apply(connection, event)
+            .await?;
+        if event.position == self.fail_after {
+            return Err(ProjectionError::Transient(
+                "injected failure after the outbox rows".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Waits, at most 15 seconds, until every committed event is older than every running
+/// transaction, so the runner's next batch reads all of them.
+async fn wait_until_events_readable(pool: &PgPool) {
+    for _ in 0..300 {
+        let unreadable: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events
+              WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if unreadable == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("events were still above the read horizon after 15 seconds");
+}
+
+async fn outbox_checkpoint(pool: &PgPool) -> (String, i64, i64) {
+    sqlx::query_as(
+        "SELECT transaction_id::text, position, events_applied FROM projection_checkpoints
+          WHERE projection = $1",
+    )
+    .bind(OUTBOX_PROJECTION)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn outbox_rows_per_referral(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM notifications.outbox GROUP BY referral_id ORDER BY referral_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn failed_batch_leaves_no_outbox_rows(pool: PgPool) {
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), Some("+14155550101")),
+        true,
+    )
+    .await;
+    refer(&app, agency, ada, "first@example.org").await;
+    fill_outbox(&pool).await;
+    let checkpoint = outbox_checkpoint(&pool).await;
+    for candidate in ["second", "third", "fourth"] {
+        refer(&app, agency, ada, &format!("{candidate}@example.org")).await;
+    }
+    // Fails after the third referral's submission: by then the batch has written the
+    // second and third referrals' rows, and the fourth's event is still ahead.
+    let fail_after: i64 = sqlx::query_scalar(
+        "SELECT position FROM events WHERE event_type = 'ReferralSubmitted'
+          ORDER BY position OFFSET 2 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    wait_until_events_readable(&pool).await;
+
+    let failed = ProjectionRunner::new(pool.clone())
+        .run_batch(&FailingOutbox { fail_after })
+        .await;
+
+    assert!(
+        matches!(&failed, Err(RunnerError::Transient { message, .. }) if message.contains("injected")),
+        "{failed:?}"
+    );
+    assert_eq!(outbox_rows_per_referral(&pool).await, [2]);
+    assert_eq!(outbox_checkpoint(&pool).await, checkpoint);
+
+    fill_outbox(&pool).await;
+
+    let last_position: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox_rows_per_referral(&pool).await, [2, 2, 2, 2]);
+    assert_eq!(outbox_checkpoint(&pool).await.1, last_position);
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]

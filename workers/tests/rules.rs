@@ -271,6 +271,95 @@ async fn early_end_voids_unpaid_payout(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn early_end_voids_exported_keeps_paid(pool: PgPool) {
+    use referrals_domain::ids::UserId;
+    use referrals_domain::payout::{ApprovePayout, MarkExported, MarkPaid, PayoutCommand};
+    use referrals_domain::referral::RecordHours;
+
+    let app = Arc::new(application(&pool));
+    let agency = AgencyId::new();
+    let metadata = recruiter(agency);
+    let start = Utc::now().date_naive() - Days::new(40);
+    let mut terms = hire_and_hours_terms();
+    terms.guarantee_days = Some(60);
+    let referral = hired_referral(&app, agency, terms, start).await;
+    // Four weeks of 40 hours reach the 160-hour milestone, the second payout.
+    for week in 0..4 {
+        let hours = ReferralCommand::RecordHours(RecordHours {
+            week_ending: start + Days::new(6 + 7 * week),
+            hours: Hours::whole(40),
+            at: Utc::now(),
+        });
+        app.execute_referral(&metadata, referral, hours, None)
+            .await
+            .unwrap();
+    }
+    let (loaded, _) = app
+        .referrals
+        .load(agency, &referral.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let payout_ids: Vec<PayoutId> = loaded
+        .milestones_reached()
+        .iter()
+        .map(|reached| PayoutId::for_milestone(referral, &reached.key, reached.milestone.recipient))
+        .collect();
+    assert_eq!(payout_ids.len(), 2, "hire and hours milestones");
+    let (exported, paid) = (payout_ids[0], payout_ids[1]);
+    let approve = || {
+        PayoutCommand::ApprovePayout(ApprovePayout {
+            approver: UserId::new(),
+            ambassador_active: true,
+            at: Utc::now(),
+        })
+    };
+    let export = || {
+        PayoutCommand::MarkExported(MarkExported {
+            batch_id: uuid::Uuid::now_v7(),
+            at: Utc::now(),
+        })
+    };
+    let pay = PayoutCommand::MarkPaid(MarkPaid {
+        paid_on: Utc::now().date_naive(),
+        reference: "PAY-1".to_owned(),
+        at: Utc::now(),
+    });
+    let steps = [
+        (exported, approve()),
+        (exported, export()),
+        (paid, approve()),
+        (paid, export()),
+        (paid, pay),
+    ];
+    for (payout_id, command) in steps {
+        app.payouts
+            .execute(&payout_id.to_string(), command, &metadata, None)
+            .await
+            .unwrap();
+    }
+    let status = |payout_id: PayoutId| {
+        let app = app.clone();
+        async move {
+            let (payout, _) = app
+                .payouts
+                .load(agency, &payout_id.to_string())
+                .await
+                .unwrap()
+                .unwrap();
+            payout.status()
+        }
+    };
+    assert_eq!(status(exported).await, Some(PayoutStatus::Exported));
+    assert_eq!(status(paid).await, Some(PayoutStatus::Paid));
+
+    end_placement(&app, agency, referral, start + Days::new(35)).await;
+
+    assert_eq!(status(exported).await, Some(PayoutStatus::Voided));
+    assert_eq!(status(paid).await, Some(PayoutStatus::Paid));
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn end_after_guarantee_keeps_payout(pool: PgPool) {
     let app = Arc::new(application(&pool));
     let agency = AgencyId::new();
