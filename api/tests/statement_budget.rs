@@ -44,7 +44,7 @@ impl StatementCounter {
 /// Statement budgets per request, as measured when they were set.
 const SUBMIT_BUDGET: usize = 11;
 const MOVE_STAGE_BUDGET: usize = 5;
-const HIRE_BUDGET: usize = 7;
+const HIRE_BUDGET: usize = 6;
 const RECORD_HOURS_BUDGET: usize = 5;
 const APPROVE_BUDGET: usize = 6;
 

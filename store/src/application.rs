@@ -159,6 +159,14 @@ pub struct NewReferral {
     pub note: Option<FreeText>,
 }
 
+/// Whether payouts are requested right after the command that reached their milestones,
+/// when they usually do not exist yet, or again by the reactor, when they usually do.
+#[derive(Debug, Clone, Copy)]
+enum Requesting {
+    First,
+    Again,
+}
+
 /// The application: every aggregate store and the services behind them.
 pub struct Application {
     pool: PgPool,
@@ -671,8 +679,14 @@ impl Application {
                 expected_version,
             )
             .await?;
-        self.request_payouts(metadata, referral_id, &executed.aggregate, &executed.events)
-            .await?;
+        self.request_payouts_of(
+            metadata,
+            referral_id,
+            &executed.aggregate,
+            &executed.events,
+            Requesting::First,
+        )
+        .await?;
         self.void_payouts_after_early_end(
             metadata,
             referral_id,
@@ -695,6 +709,18 @@ impl Application {
         referral_id: ReferralId,
         referral: &Referral,
         events: &[EventEnvelope<Referral>],
+    ) -> Result<Vec<PayoutId>, AppError> {
+        self.request_payouts_of(cause, referral_id, referral, events, Requesting::Again)
+            .await
+    }
+
+    async fn request_payouts_of(
+        &self,
+        cause: &CommandMetadata,
+        referral_id: ReferralId,
+        referral: &Referral,
+        events: &[EventEnvelope<Referral>],
+        requesting: Requesting,
     ) -> Result<Vec<PayoutId>, AppError> {
         let mut requested = Vec::new();
         for envelope in events {
@@ -745,8 +771,17 @@ impl Application {
                 referrer_must_be_active: terms.referrer_must_be_active,
                 at: metadata.recorded_at,
             });
-            self.execute_with_retries(&self.payouts, &payout_id.to_string(), command, &metadata)
-                .await?;
+            let payout_id_text = payout_id.to_string();
+            match requesting {
+                Requesting::First => {
+                    self.create_with_retries(&self.payouts, &payout_id_text, command, &metadata)
+                        .await?
+                }
+                Requesting::Again => {
+                    self.execute_with_retries(&self.payouts, &payout_id_text, command, &metadata)
+                        .await?
+                }
+            };
             requested.push(payout_id);
         }
         Ok(requested)
@@ -831,6 +866,30 @@ impl Application {
             }
         }
         Ok(voided)
+    }
+
+    /// Executes a job's command that usually creates its aggregate under a derived id,
+    /// without reading the aggregate's events first. When the id has events already (the
+    /// job ran before), the creation conflicts and the command runs on the loaded
+    /// aggregate as [`Application::execute_with_retries`] does.
+    async fn create_with_retries<A>(
+        &self,
+        store: &AggregateStore<A>,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Executed<A>, AppError>
+    where
+        A: cqrs_es::Aggregate<Error = DomainError> + Tenanted,
+        A::Command: Clone,
+    {
+        match store.create(aggregate_id, command.clone(), metadata).await {
+            Err(CommandError::Conflict { .. }) => {
+                self.execute_with_retries(store, aggregate_id, command, metadata)
+                    .await
+            }
+            outcome => Ok(outcome?),
+        }
     }
 
     /// Executes a job's command, retrying when a concurrent writer won the version race:
