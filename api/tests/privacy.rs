@@ -210,9 +210,12 @@ async fn dump_database(pool: &PgPool) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The forms in which the product could write `text`: as given, lower-cased, and
-/// JSON-escaped with non-ASCII characters as `\u` escapes (as PostgreSQL's `json` keeps
-/// them when a client sends them so).
+/// The forms in which the product could write `text`: as given, lower-cased,
+/// upper-cased, and JSON-escaped with non-ASCII characters as `\u` escapes (as
+/// PostgreSQL's `json` keeps them when a client sends them so). `pg_dump` writes each
+/// backslash of a column value as `\\`, so the list also contains every escaped form with
+/// its backslashes doubled. The single-backslash form is a substring of the doubled one,
+/// so both match a dump, but the search does not depend on that.
 fn stored_forms(text: &str) -> Vec<String> {
     let escaped: String = text
         .chars()
@@ -225,25 +228,65 @@ fn stored_forms(text: &str) -> Vec<String> {
         })
         .collect();
     let json = serde_json::to_string(text).unwrap();
-    vec![
+    let mut forms = vec![
         text.to_owned(),
         text.to_lowercase(),
+        text.to_uppercase(),
         json.trim_matches('"').to_owned(),
         escaped.clone(),
         escaped.to_lowercase(),
+    ];
+    let doubled: Vec<String> = forms
+        .iter()
+        .filter(|form| form.contains('\\'))
+        .map(|form| form.replace('\\', "\\\\"))
+        .collect();
+    forms.extend(doubled);
+    forms
+}
+
+/// Returns the ways a North American phone number in E.164 form (`+1` and ten digits)
+/// can be written: as given, digits only, the ten national digits, and the national formats
+/// `(202) 555-0143`, `202-555-0143` and `202.555.0143`.
+fn phone_forms(e164: &str) -> Vec<String> {
+    let digits = e164.trim_start_matches('+');
+    let national = digits
+        .strip_prefix('1')
+        .expect("a North American number in E.164 form");
+    assert_eq!(national.len(), 10, "{e164} has no ten national digits");
+    let (area, rest) = national.split_at(3);
+    let (exchange, line) = rest.split_at(3);
+    vec![
+        e164.to_owned(),
+        digits.to_owned(),
+        national.to_owned(),
+        format!("({area}) {exchange}-{line}"),
+        format!("{area}-{exchange}-{line}"),
+        format!("{area}.{exchange}.{line}"),
     ]
 }
 
+/// Returns the stored forms of `values` that occur in `haystack`.
+fn forms_present<S: AsRef<str>>(haystack: &str, values: &[S]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|value| stored_forms(value.as_ref()))
+        .filter(|form| haystack.contains(form.as_str()))
+        .collect()
+}
+
 /// Asserts that none of `values`, in any stored form, occurs in `haystack`.
-fn assert_absent(haystack: &str, values: &[&str], place: &str) {
-    for value in values {
-        for form in stored_forms(value) {
-            assert!(
-                !haystack.contains(&form),
-                "{place} still contains {form:?} (a form of {value:?})"
-            );
-        }
-    }
+fn assert_absent<S: AsRef<str>>(haystack: &str, values: &[S], place: &str) {
+    let present = forms_present(haystack, values);
+    assert!(present.is_empty(), "{place} still contains {present:?}");
+}
+
+/// Returns the given texts together with every written form of `phone`, for
+/// [`assert_absent`].
+fn erased_values(texts: &[&str], phone: &str) -> Vec<String> {
+    let mut values: Vec<String> = texts.iter().map(|text| (*text).to_owned()).collect();
+    values.extend(phone_forms(phone));
+    values
 }
 
 async fn subject_request(api: &TestApi, token: &str, body: Value) -> Reply {
@@ -264,6 +307,61 @@ async fn verify(api: &TestApi, auditor: &str) -> Reply {
         None,
     )
     .await
+}
+
+/// Checks the dump search itself. Values written in the forms the erasure tests look for
+/// must be found in a `pg_dump` of them.
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn dump_search_finds_every_form(pool: PgPool) {
+    sqlx::query("CREATE TABLE dump_probe (label text, plain text, document json)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let name = "Ëlo Çarvalho";
+    let rows = [
+        (
+            "json escape",
+            None,
+            Some(r#"{"name": "\u00cblo \u00c7arvalho"}"#),
+        ),
+        ("lower case", Some("ada.obi@example.com"), None),
+        ("upper case", Some("CY.DEE@EXAMPLE.COM"), None),
+        ("national phone", Some("(415) 555-0199"), None),
+        ("digits", Some("14155550123"), None),
+    ];
+    for (label, plain, document) in rows {
+        sqlx::query("INSERT INTO dump_probe VALUES ($1, $2, $3::json)")
+            .bind(label)
+            .bind(plain)
+            .bind(document)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    let dump = dump_database(&pool).await;
+
+    assert!(
+        dump.contains(r"\\u00cblo"),
+        "pg_dump no longer doubles the backslash"
+    );
+    assert!(!forms_present(&dump, &[name]).is_empty(), "json escape");
+    assert!(
+        !forms_present(&dump, &["Ada.Obi@example.com"]).is_empty(),
+        "lower case"
+    );
+    assert!(
+        !forms_present(&dump, &["cy.dee@example.com"]).is_empty(),
+        "upper case"
+    );
+    assert!(
+        !forms_present(&dump, &phone_forms("+14155550199")).is_empty(),
+        "national phone"
+    );
+    assert!(
+        !forms_present(&dump, &phone_forms("+14155550123")).is_empty(),
+        "digits"
+    );
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
@@ -288,12 +386,10 @@ async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
     catch_up(&pool).await;
 
     let dump = dump_database(&pool).await;
-    let erased = [
-        CANDIDATE_NAME,
-        CANDIDATE_EMAIL,
+    let erased = erased_values(
+        &[CANDIDATE_NAME, CANDIDATE_EMAIL, CANDIDATE_NOTE],
         CANDIDATE_PHONE,
-        CANDIDATE_NOTE,
-    ];
+    );
     assert_absent(&dump, &erased, "the database dump");
     let log_output = logs.text();
     assert!(
@@ -462,7 +558,7 @@ async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
     catch_up(&pool).await;
 
     let dump = dump_database(&pool).await;
-    let erased = [AMBASSADOR_NAME, AMBASSADOR_EMAIL, AMBASSADOR_PHONE];
+    let erased = erased_values(&[AMBASSADOR_NAME, AMBASSADOR_EMAIL], AMBASSADOR_PHONE);
     assert_absent(&dump, &erased, "the database dump");
     let log_output = logs.text();
     assert!(
@@ -474,6 +570,16 @@ async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
 
     let report = verify(&setup.api, &setup.auditor).await;
     assert_eq!(report.body["ok"], json!(true), "{}", report.body);
+
+    // Both stored responses contain the ambassador's id, because the enrolment shows their
+    // contact data and the referral names them as its ambassador.
+    let stored_responses: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM idempotency_records WHERE agency_id = $1 ORDER BY key")
+            .bind(setup.agency.agency_id.0)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_responses, Vec::<String>::new());
 
     let ambassador = setup
         .api
