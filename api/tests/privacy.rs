@@ -11,10 +11,18 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use chrono::Utc;
 use common::{catch_up, unique_email, Reply, TestAgency, TestApi, PASSWORD};
-use referrals_domain::ids::PLATFORM_AGENCY;
+use referrals_domain::ids::{ReferralId, UserId, PLATFORM_AGENCY};
+use referrals_domain::referral::{RecordHours, ReferralCommand};
 use referrals_domain::role::Role;
+use referrals_domain::values::Hours;
+use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::Projection;
 use referrals_store::accounts::totp;
-use referrals_store::event_store::{Actor, CommandMetadata};
+use referrals_store::event_store::{Actor, CommandMetadata, SNAPSHOT_EVERY};
+use referrals_workers::clock::SystemClock;
+use referrals_workers::dispatch::{Dispatcher, RetryPolicy};
+use referrals_workers::outbox::NotificationOutboxProjection;
+use referrals_workers::providers::FileSink;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -140,6 +148,66 @@ async fn totals(pool: &PgPool, agency: &TestAgency) -> (i64, i64, i64, i64) {
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// Records weekly hours on the hired referral until it has more than [`SNAPSHOT_EVERY`]
+/// events, so that postgres-es stores a snapshot of its state, and returns the number of
+/// referral snapshots.
+async fn record_weeks_until_snapshot(setup: &Setup, pool: &PgPool) -> i64 {
+    let metadata = CommandMetadata::new(
+        setup.agency.agency_id,
+        Actor::User {
+            id: UserId(Uuid::now_v7()),
+            role: "recruiter".to_owned(),
+        },
+    );
+    let referral_id = ReferralId(Uuid::parse_str(&setup.referral_id).unwrap());
+    let first_week_ending = chrono::NaiveDate::from_ymd_opt(2026, 1, 11).unwrap();
+    for week in 0..=SNAPSHOT_EVERY {
+        let command = ReferralCommand::RecordHours(RecordHours {
+            week_ending: first_week_ending + chrono::Duration::weeks(week as i64),
+            hours: Hours::parse("37.5").unwrap(),
+            at: Utc::now(),
+        });
+        setup
+            .api
+            .app
+            .execute_referral(&metadata, referral_id, command, None)
+            .await
+            .unwrap();
+    }
+    catch_up(pool).await;
+    sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE aggregate_id = $1")
+        .bind(&setup.referral_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Runs the outbox projection, which the common catch-up leaves out, until it has
+/// turned every event into outbox rows, and returns the number of rows addressed to
+/// `recipient`.
+async fn fill_outbox(pool: &PgPool, recipient: &str) -> i64 {
+    let runner = ProjectionRunner::new(pool.clone());
+    let names = [NotificationOutboxProjection.name()];
+    for _ in 0..300 {
+        runner
+            .catch_up(&NotificationOutboxProjection)
+            .await
+            .unwrap();
+        let status = &referrals_projections::status::projection_status(pool, &names)
+            .await
+            .unwrap()[0];
+        if status.events_behind == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar("SELECT count(*) FROM notifications.outbox WHERE recipient_id = $1")
+        .bind(Uuid::parse_str(recipient).unwrap())
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// Log output captured by the global tracing subscriber of this test binary: every test
@@ -368,6 +436,10 @@ async fn dump_search_finds_every_form(pool: PgPool) {
 async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
     let logs = CapturedLogs::install();
     let setup = setup(&pool).await;
+    let snapshots = record_weeks_until_snapshot(&setup, &pool).await;
+    assert_eq!(snapshots, 1, "the referral has no postgres-es snapshot");
+    // Candidates receive no messages, so the rows name the ambassador, not the candidate.
+    assert!(fill_outbox(&pool, &setup.ambassador_id).await > 0);
     let before = totals(&pool, &setup.agency).await;
     let dump = dump_database(&pool).await;
     assert!(
@@ -545,6 +617,10 @@ async fn erasure_covers_record_sharing_phone(pool: PgPool) {
 async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
     let logs = CapturedLogs::install();
     let setup = setup(&pool).await;
+    let snapshots = record_weeks_until_snapshot(&setup, &pool).await;
+    assert_eq!(snapshots, 1, "the referral has no postgres-es snapshot");
+    let queued = fill_outbox(&pool, &setup.ambassador_id).await;
+    assert!(queued > 0, "no message to the ambassador is queued");
     let before = totals(&pool, &setup.agency).await;
 
     let reply = subject_request(
@@ -556,6 +632,34 @@ async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(reply.body["subjects_found"], json!(1));
     catch_up(&pool).await;
+
+    let sink = tempfile::tempdir().unwrap();
+    let dispatcher = Dispatcher::new(
+        setup.api.app.clone(),
+        Arc::new(FileSink::new(sink.path())),
+        Arc::new(FileSink::new(sink.path())),
+        RetryPolicy::default(),
+        Arc::new(SystemClock),
+    );
+    let report = dispatcher.dispatch_due().await.unwrap();
+    assert_eq!(report.sent, 0, "{report:?}");
+    assert_eq!(report.skipped, u64::try_from(queued).unwrap(), "{report:?}");
+    let email_outcomes: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT status, last_error FROM notifications.outbox
+          WHERE recipient_id = $1 AND channel = 'email'",
+    )
+    .bind(Uuid::parse_str(&setup.ambassador_id).unwrap())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        email_outcomes,
+        [("skipped".to_owned(), Some("recipient_erased".to_owned()))]
+    );
+    assert!(
+        std::fs::read_dir(sink.path()).unwrap().next().is_none(),
+        "the dispatcher wrote a message for the erased ambassador"
+    );
 
     let dump = dump_database(&pool).await;
     let erased = erased_values(&[AMBASSADOR_NAME, AMBASSADOR_EMAIL], AMBASSADOR_PHONE);
