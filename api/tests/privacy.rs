@@ -18,6 +18,7 @@ use referrals_domain::values::Hours;
 use referrals_projections::runner::ProjectionRunner;
 use referrals_projections::Projection;
 use referrals_store::accounts::totp;
+use referrals_store::crypto::MasterKey;
 use referrals_store::event_store::{Actor, CommandMetadata, SNAPSHOT_EVERY};
 use referrals_workers::clock::SystemClock;
 use referrals_workers::dispatch::{Dispatcher, RetryPolicy};
@@ -49,7 +50,13 @@ struct Setup {
 }
 
 async fn setup(pool: &PgPool) -> Setup {
-    let api = TestApi::new(pool);
+    setup_with_key(pool, MasterKey::generate().0).await
+}
+
+/// Builds the [`Setup`] agency with `master`, so that a second agency in the same
+/// database can share the platform's keys with the first.
+async fn setup_with_key(pool: &PgPool, master: MasterKey) -> Setup {
+    let api = TestApi::with_master_key(pool, master);
     let agency = api.agency().await;
     let (_, recruiter) = api.user(&agency, &[Role::Recruiter]).await;
     let (_, auditor) = api.user(&agency, &[Role::ComplianceAuditor]).await;
@@ -950,18 +957,118 @@ fn parts(content_type: &str, body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
-async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
-    let setup = setup(&pool).await;
-    let other = setup.api.agency().await;
-    let (_, other_auditor) = setup.api.user(&other, &[Role::ComplianceAuditor]).await;
-    let operator = operator_token(&setup.api).await;
-    let agency_id = setup.agency.agency_id.0;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE agency_id = $1")
+/// Tables without an `agency_id` column, each with the column that names an id of the
+/// agency's aggregates or imports.
+const TABLES_BY_OWNER_ID: [(&str, &str); 12] = [
+    ("public.access_tokens", "user_id"),
+    ("public.invitations", "user_id"),
+    ("public.sessions", "user_id"),
+    ("public.snapshots", "aggregate_id"),
+    // NOTE: the test agencies import no timesheets, so this entry always counts zero.
+    ("public.timesheet_rows", "import_id"),
+    ("public.totp_last_steps", "user_id"),
+    ("public.user_activity", "user_id"),
+    ("public.user_logins", "user_id"),
+    ("read_models.ambassador_summary_payouts", "ambassador_id"),
+    ("read_models.ambassador_summary_payouts", "payout_id"),
+    ("read_models.ambassador_summary_referrals", "ambassador_id"),
+    ("read_models.ambassador_summary_referrals", "referral_id"),
+];
+
+/// Returns the ids of every aggregate and timesheet import of an agency, as text.
+async fn owner_ids(pool: &PgPool, agency_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id FROM events WHERE agency_id = $1
+         UNION
+         SELECT import_id::text FROM timesheet_imports WHERE agency_id = $1",
+    )
+    .bind(agency_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Returns the agency's row count of every table, as `schema.table` (or
+/// `schema.table.column` for a table reached through [`TABLES_BY_OWNER_ID`]) and count.
+async fn agency_row_counts(pool: &PgPool, agency_id: Uuid, ids: &[String]) -> Vec<(String, i64)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', columns.table_schema, columns.table_name)
+           FROM information_schema.columns AS columns
+           JOIN information_schema.tables AS tables USING (table_schema, table_name)
+          WHERE columns.column_name = 'agency_id' AND tables.table_type = 'BASE TABLE'
+            AND columns.table_schema NOT IN ('pg_catalog', 'information_schema')
+          ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut counts = Vec::new();
+    for table in tables {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE agency_id = $1"
+        ))
         .bind(agency_id)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
+        counts.push((table, count));
+    }
+    for (table, column) in TABLES_BY_OWNER_ID {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE {column}::text = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        counts.push((format!("{table}.{column}"), count));
+    }
+    counts
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
+    let (master, _) = MasterKey::generate();
+    let setup = setup_with_key(&pool, master.clone()).await;
+    // The other agency has the same people, program, referral and payout.
+    let other = setup_with_key(&pool, master).await;
+    for agency in [&setup, &other] {
+        assert_eq!(record_weeks_until_snapshot(agency, &pool).await, 1);
+        assert!(fill_outbox(&pool, &agency.ambassador_id).await > 0);
+    }
+    let operator = operator_token(&setup.api).await;
+    let agency_id = setup.agency.agency_id.0;
+    let other_id = other.agency.agency_id.0;
+    let events: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, encode(hash, 'hex') FROM events
+          WHERE agency_id = $1 ORDER BY position",
+    )
+    .bind(agency_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let ids = owner_ids(&pool, agency_id).await;
+    assert!(ids.contains(&setup.agency.admin_id.0.to_string()));
+    assert!(ids.contains(&setup.referral_id));
+    let other_ids = owner_ids(&pool, other_id).await;
+    let other_before = agency_row_counts(&pool, other_id, &other_ids).await;
+    let populated = [
+        "public.events",
+        "public.data_keys",
+        "notifications.outbox",
+        "read_models.aggregate_snapshots",
+        "public.snapshots.aggregate_id",
+        "public.user_logins.user_id",
+        "read_models.ambassador_summary_payouts.ambassador_id",
+    ];
+    for table in populated {
+        assert!(
+            other_before
+                .iter()
+                .any(|(name, count)| name == table && *count > 0),
+            "the other agency has no rows in {table}: {other_before:?}"
+        );
+    }
 
     let (status, content_type, body) = raw_call(
         &setup.api,
@@ -978,11 +1085,19 @@ async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
     let files = parts(&content_type, &body);
     let (name, ndjson) = &files[0];
     assert_eq!(name, "events.ndjson");
-    let lines: Vec<Value> = ndjson
+    let exported: Vec<(String, String, i64, String)> = ndjson
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            (
+                event["aggregate_type"].as_str().unwrap().to_owned(),
+                event["aggregate_id"].as_str().unwrap().to_owned(),
+                event["sequence"].as_i64().unwrap(),
+                event["hash"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    assert_eq!(i64::try_from(lines.len()).unwrap(), events);
+    assert_eq!(exported, events, "the export differs from the events table");
     assert!(
         ndjson.contains(CANDIDATE_NAME),
         "events lack the opened candidate name"
@@ -1010,46 +1125,21 @@ async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT columns.table_schema::text, columns.table_name::text
-           FROM information_schema.columns AS columns
-           JOIN information_schema.tables AS tables USING (table_schema, table_name)
-          WHERE columns.column_name = 'agency_id' AND tables.table_type = 'BASE TABLE'
-            AND columns.table_schema NOT IN ('pg_catalog', 'information_schema')",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(tables.iter().any(|(_, table)| table == "data_keys"));
-    assert!(tables.iter().any(|(_, table)| table == "agency_keys"));
-    for (schema, table) in &tables {
-        let remaining: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE agency_id = $1"
-        ))
-        .bind(agency_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            remaining, 0,
-            "{schema}.{table} still has rows of the agency"
-        );
+    let remaining = agency_row_counts(&pool, agency_id, &ids).await;
+    assert!(remaining
+        .iter()
+        .any(|(table, _)| table == "public.data_keys"));
+    assert!(remaining
+        .iter()
+        .any(|(table, _)| table == "public.agency_keys"));
+    for (table, count) in &remaining {
+        assert_eq!(*count, 0, "{table} still has rows of the agency");
     }
-    let summaries: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM read_models.ambassador_summary_referrals WHERE ambassador_id = $1",
-    )
-    .bind(Uuid::parse_str(&setup.ambassador_id).unwrap())
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(summaries, 0);
-    let snapshots: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE aggregate_id = $1")
-            .bind(&setup.referral_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(snapshots, 0);
+    assert_eq!(
+        agency_row_counts(&pool, other_id, &other_ids).await,
+        other_before,
+        "the other agency's rows changed"
+    );
 
     let recorded: Vec<String> = sqlx::query_scalar(
         "SELECT event_type FROM events
@@ -1061,9 +1151,28 @@ async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
     .unwrap();
     assert_eq!(recorded, ["AgencyExported", "AgencyDeleted"]);
 
-    let report = verify(&setup.api, &other_auditor).await;
+    let report = verify(&other.api, &other.auditor).await;
     assert_eq!(report.status, StatusCode::OK, "{}", report.body);
     assert_eq!(report.body["ok"], json!(true), "{}", report.body);
+    let other_referral = other
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/referrals/{}", other.referral_id),
+            Some(&other.recruiter),
+            None,
+        )
+        .await;
+    assert_eq!(
+        other_referral.status,
+        StatusCode::OK,
+        "{}",
+        other_referral.body
+    );
+    assert_eq!(
+        other_referral.body["candidate"]["name"],
+        json!(CANDIDATE_NAME)
+    );
     let again = setup
         .api
         .call(
