@@ -544,6 +544,22 @@ async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(erasures, 1);
+    // The event was written by the transaction that destroyed the keys. xmin is the
+    // 32-bit transaction id, the low half of the event's 64-bit transaction_id.
+    let same_transaction: bool = sqlx::query_scalar(
+        "SELECT (event.transaction_id::text::numeric % 4294967296)::text = request.xmin::text
+           FROM events AS event
+           JOIN subject_requests AS request ON request.request_id::text = event.aggregate_id
+          WHERE event.event_type = 'SubjectsErased' AND request.agency_id = $1",
+    )
+    .bind(setup.agency.agency_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        same_transaction,
+        "SubjectsErased was committed apart from the erasure"
+    );
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
