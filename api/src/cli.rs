@@ -190,7 +190,8 @@ fn one_line_reason(error: &anyhow::Error) -> String {
     reason
 }
 
-/// JSON log lines on standard error, filtered by `RUST_LOG` (default `info`).
+/// JSON log lines on standard error, filtered by `RUST_LOG` (default `info`). Panics are
+/// logged there too, without a message formatted at run time (see [`crate::panic_log`]).
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -198,6 +199,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    crate::panic_log::install();
 }
 
 /// Creates the database when it does not exist and applies the migrations.

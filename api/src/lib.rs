@@ -10,6 +10,7 @@ mod demo_cli;
 pub mod http;
 pub mod imports;
 mod keys_cli;
+mod panic_log;
 mod projections_cli;
 pub mod server;
 pub mod tls;

@@ -332,6 +332,72 @@ async fn payout_read_has_current_state_and_etag(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn sensitive_numbers_rejected_in_reasons(pool: PgPool) {
+    let api = TestApi::new(&pool);
+    let agency = api.agency().await;
+    let (_, token) = approver(&api, &agency).await;
+    let payout_id = pending_payout(&api, agency.agency_id).await;
+    let path = |action: &str| format!("/v1/payouts/{payout_id}/{action}");
+    let texts = [
+        "Payee SSN is 123-45-6789",
+        "Refund to card 4111-1111-1111-1111",
+    ];
+
+    for text in texts {
+        let requests = [
+            ("reject", json!({"reason": text}), "reason"),
+            ("hold", json!({"reason": text}), "reason"),
+            ("reverse", json!({"reason": text}), "reason"),
+            (
+                "void",
+                json!({"reason_code": "other", "note": text}),
+                "note",
+            ),
+        ];
+        for (action, body, field) in requests {
+            let reply = post(&api, &token, &path(action), Some(body)).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{action}: {}",
+                reply.body
+            );
+            assert_eq!(code(&reply), "invalid_value", "{action}: {}", reply.body);
+            assert_eq!(
+                reply.body["field"],
+                json!(field),
+                "{action}: {}",
+                reply.body
+            );
+            let detail = reply.body["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains("must not be entered here"),
+                "{action}: the message does not tell the user to leave the number out: {detail}"
+            );
+        }
+    }
+    let decided: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE aggregate_type = 'payout' AND aggregate_id = $1
+            AND event_type <> 'PayoutRequested'",
+    )
+    .bind(payout_id.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(decided, 0);
+
+    let rejected = post(
+        &api,
+        &token,
+        &path("reject"),
+        Some(json!({"reason": "Start date 2026-11-02 is not in payroll batch 7"})),
+    )
+    .await;
+    assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn conflicting_transitions_are_rejected(pool: PgPool) {
     let api = TestApi::new(&pool);
     let agency = api.agency().await;

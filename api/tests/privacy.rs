@@ -11,10 +11,19 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use chrono::Utc;
 use common::{catch_up, unique_email, Reply, TestAgency, TestApi, PASSWORD};
-use referrals_domain::ids::PLATFORM_AGENCY;
+use referrals_domain::ids::{ReferralId, UserId, PLATFORM_AGENCY};
+use referrals_domain::referral::{RecordHours, ReferralCommand};
 use referrals_domain::role::Role;
+use referrals_domain::values::Hours;
+use referrals_projections::runner::ProjectionRunner;
+use referrals_projections::Projection;
 use referrals_store::accounts::totp;
-use referrals_store::event_store::{Actor, CommandMetadata};
+use referrals_store::crypto::MasterKey;
+use referrals_store::event_store::{Actor, CommandMetadata, SNAPSHOT_EVERY};
+use referrals_workers::clock::SystemClock;
+use referrals_workers::dispatch::{Dispatcher, RetryPolicy};
+use referrals_workers::outbox::NotificationOutboxProjection;
+use referrals_workers::providers::FileSink;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -41,7 +50,13 @@ struct Setup {
 }
 
 async fn setup(pool: &PgPool) -> Setup {
-    let api = TestApi::new(pool);
+    setup_with_key(pool, MasterKey::generate().0).await
+}
+
+/// Builds the [`Setup`] agency with `master`, so that a second agency in the same
+/// database can share the platform's keys with the first.
+async fn setup_with_key(pool: &PgPool, master: MasterKey) -> Setup {
+    let api = TestApi::with_master_key(pool, master);
     let agency = api.agency().await;
     let (_, recruiter) = api.user(&agency, &[Role::Recruiter]).await;
     let (_, auditor) = api.user(&agency, &[Role::ComplianceAuditor]).await;
@@ -142,6 +157,66 @@ async fn totals(pool: &PgPool, agency: &TestAgency) -> (i64, i64, i64, i64) {
     .unwrap()
 }
 
+/// Records weekly hours on the hired referral until it has more than [`SNAPSHOT_EVERY`]
+/// events, so that postgres-es stores a snapshot of its state, and returns the number of
+/// referral snapshots.
+async fn record_weeks_until_snapshot(setup: &Setup, pool: &PgPool) -> i64 {
+    let metadata = CommandMetadata::new(
+        setup.agency.agency_id,
+        Actor::User {
+            id: UserId(Uuid::now_v7()),
+            role: "recruiter".to_owned(),
+        },
+    );
+    let referral_id = ReferralId(Uuid::parse_str(&setup.referral_id).unwrap());
+    let first_week_ending = chrono::NaiveDate::from_ymd_opt(2026, 1, 11).unwrap();
+    for week in 0..=SNAPSHOT_EVERY {
+        let command = ReferralCommand::RecordHours(RecordHours {
+            week_ending: first_week_ending + chrono::Duration::weeks(week as i64),
+            hours: Hours::parse("37.5").unwrap(),
+            at: Utc::now(),
+        });
+        setup
+            .api
+            .app
+            .execute_referral(&metadata, referral_id, command, None)
+            .await
+            .unwrap();
+    }
+    catch_up(pool).await;
+    sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE aggregate_id = $1")
+        .bind(&setup.referral_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Runs the outbox projection, which the common catch-up leaves out, until it has
+/// turned every event into outbox rows, and returns the number of rows addressed to
+/// `recipient`.
+async fn fill_outbox(pool: &PgPool, recipient: &str) -> i64 {
+    let runner = ProjectionRunner::new(pool.clone());
+    let names = [NotificationOutboxProjection.name()];
+    for _ in 0..300 {
+        runner
+            .catch_up(&NotificationOutboxProjection)
+            .await
+            .unwrap();
+        let status = &referrals_projections::status::projection_status(pool, &names)
+            .await
+            .unwrap()[0];
+        if status.events_behind == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar("SELECT count(*) FROM notifications.outbox WHERE recipient_id = $1")
+        .bind(Uuid::parse_str(recipient).unwrap())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Log output captured by the global tracing subscriber of this test binary: every test
 /// of the binary writes into it, so a test searches the lines of its neighbours too.
 /// A global subscriber, unlike one per thread, cannot miss events when tracing caches
@@ -210,9 +285,12 @@ async fn dump_database(pool: &PgPool) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The forms in which the product could write `text`: as given, lower-cased, and
-/// JSON-escaped with non-ASCII characters as `\u` escapes (as PostgreSQL's `json` keeps
-/// them when a client sends them so).
+/// The forms in which the product could write `text`: as given, lower-cased,
+/// upper-cased, and JSON-escaped with non-ASCII characters as `\u` escapes (as
+/// PostgreSQL's `json` keeps them when a client sends them so). `pg_dump` writes each
+/// backslash of a column value as `\\`, so the list also contains every escaped form with
+/// its backslashes doubled. The single-backslash form is a substring of the doubled one,
+/// so both match a dump, but the search does not depend on that.
 fn stored_forms(text: &str) -> Vec<String> {
     let escaped: String = text
         .chars()
@@ -225,25 +303,65 @@ fn stored_forms(text: &str) -> Vec<String> {
         })
         .collect();
     let json = serde_json::to_string(text).unwrap();
-    vec![
+    let mut forms = vec![
         text.to_owned(),
         text.to_lowercase(),
+        text.to_uppercase(),
         json.trim_matches('"').to_owned(),
         escaped.clone(),
         escaped.to_lowercase(),
+    ];
+    let doubled: Vec<String> = forms
+        .iter()
+        .filter(|form| form.contains('\\'))
+        .map(|form| form.replace('\\', "\\\\"))
+        .collect();
+    forms.extend(doubled);
+    forms
+}
+
+/// Returns the ways a North American phone number in E.164 form (`+1` and ten digits)
+/// can be written: as given, digits only, the ten national digits, and the national formats
+/// `(202) 555-0143`, `202-555-0143` and `202.555.0143`.
+fn phone_forms(e164: &str) -> Vec<String> {
+    let digits = e164.trim_start_matches('+');
+    let national = digits
+        .strip_prefix('1')
+        .expect("a North American number in E.164 form");
+    assert_eq!(national.len(), 10, "{e164} has no ten national digits");
+    let (area, rest) = national.split_at(3);
+    let (exchange, line) = rest.split_at(3);
+    vec![
+        e164.to_owned(),
+        digits.to_owned(),
+        national.to_owned(),
+        format!("({area}) {exchange}-{line}"),
+        format!("{area}-{exchange}-{line}"),
+        format!("{area}.{exchange}.{line}"),
     ]
 }
 
+/// Returns the stored forms of `values` that occur in `haystack`.
+fn forms_present<S: AsRef<str>>(haystack: &str, values: &[S]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|value| stored_forms(value.as_ref()))
+        .filter(|form| haystack.contains(form.as_str()))
+        .collect()
+}
+
 /// Asserts that none of `values`, in any stored form, occurs in `haystack`.
-fn assert_absent(haystack: &str, values: &[&str], place: &str) {
-    for value in values {
-        for form in stored_forms(value) {
-            assert!(
-                !haystack.contains(&form),
-                "{place} still contains {form:?} (a form of {value:?})"
-            );
-        }
-    }
+fn assert_absent<S: AsRef<str>>(haystack: &str, values: &[S], place: &str) {
+    let present = forms_present(haystack, values);
+    assert!(present.is_empty(), "{place} still contains {present:?}");
+}
+
+/// Returns the given texts together with every written form of `phone`, for
+/// [`assert_absent`].
+fn erased_values(texts: &[&str], phone: &str) -> Vec<String> {
+    let mut values: Vec<String> = texts.iter().map(|text| (*text).to_owned()).collect();
+    values.extend(phone_forms(phone));
+    values
 }
 
 async fn subject_request(api: &TestApi, token: &str, body: Value) -> Reply {
@@ -266,10 +384,69 @@ async fn verify(api: &TestApi, auditor: &str) -> Reply {
     .await
 }
 
+/// Checks the dump search itself. Values written in the forms the erasure tests look for
+/// must be found in a `pg_dump` of them.
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn dump_search_finds_every_form(pool: PgPool) {
+    sqlx::query("CREATE TABLE dump_probe (label text, plain text, document json)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let name = "Ëlo Çarvalho";
+    let rows = [
+        (
+            "json escape",
+            None,
+            Some(r#"{"name": "\u00cblo \u00c7arvalho"}"#),
+        ),
+        ("lower case", Some("ada.obi@example.com"), None),
+        ("upper case", Some("CY.DEE@EXAMPLE.COM"), None),
+        ("national phone", Some("(415) 555-0199"), None),
+        ("digits", Some("14155550123"), None),
+    ];
+    for (label, plain, document) in rows {
+        sqlx::query("INSERT INTO dump_probe VALUES ($1, $2, $3::json)")
+            .bind(label)
+            .bind(plain)
+            .bind(document)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    let dump = dump_database(&pool).await;
+
+    assert!(
+        dump.contains(r"\\u00cblo"),
+        "pg_dump no longer doubles the backslash"
+    );
+    assert!(!forms_present(&dump, &[name]).is_empty(), "json escape");
+    assert!(
+        !forms_present(&dump, &["Ada.Obi@example.com"]).is_empty(),
+        "lower case"
+    );
+    assert!(
+        !forms_present(&dump, &["cy.dee@example.com"]).is_empty(),
+        "upper case"
+    );
+    assert!(
+        !forms_present(&dump, &phone_forms("+14155550199")).is_empty(),
+        "national phone"
+    );
+    assert!(
+        !forms_present(&dump, &phone_forms("+14155550123")).is_empty(),
+        "digits"
+    );
+}
+
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
     let logs = CapturedLogs::install();
     let setup = setup(&pool).await;
+    let snapshots = record_weeks_until_snapshot(&setup, &pool).await;
+    assert_eq!(snapshots, 1, "the referral has no postgres-es snapshot");
+    // Candidates receive no messages, so the rows name the ambassador, not the candidate.
+    assert!(fill_outbox(&pool, &setup.ambassador_id).await > 0);
     let before = totals(&pool, &setup.agency).await;
     let dump = dump_database(&pool).await;
     assert!(
@@ -288,12 +465,10 @@ async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
     catch_up(&pool).await;
 
     let dump = dump_database(&pool).await;
-    let erased = [
-        CANDIDATE_NAME,
-        CANDIDATE_EMAIL,
+    let erased = erased_values(
+        &[CANDIDATE_NAME, CANDIDATE_EMAIL, CANDIDATE_NOTE],
         CANDIDATE_PHONE,
-        CANDIDATE_NOTE,
-    ];
+    );
     assert_absent(&dump, &erased, "the database dump");
     let log_output = logs.text();
     assert!(
@@ -369,6 +544,22 @@ async fn erasure_of_candidate_leaves_no_trace(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(erasures, 1);
+    // The event was written by the transaction that destroyed the keys. xmin is the
+    // 32-bit transaction id, the low half of the event's 64-bit transaction_id.
+    let same_transaction: bool = sqlx::query_scalar(
+        "SELECT (event.transaction_id::text::numeric % 4294967296)::text = request.xmin::text
+           FROM events AS event
+           JOIN subject_requests AS request ON request.request_id::text = event.aggregate_id
+          WHERE event.event_type = 'SubjectsErased' AND request.agency_id = $1",
+    )
+    .bind(setup.agency.agency_id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        same_transaction,
+        "SubjectsErased was committed apart from the erasure"
+    );
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
@@ -449,6 +640,10 @@ async fn erasure_covers_record_sharing_phone(pool: PgPool) {
 async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
     let logs = CapturedLogs::install();
     let setup = setup(&pool).await;
+    let snapshots = record_weeks_until_snapshot(&setup, &pool).await;
+    assert_eq!(snapshots, 1, "the referral has no postgres-es snapshot");
+    let queued = fill_outbox(&pool, &setup.ambassador_id).await;
+    assert!(queued > 0, "no message to the ambassador is queued");
     let before = totals(&pool, &setup.agency).await;
 
     let reply = subject_request(
@@ -461,8 +656,36 @@ async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
     assert_eq!(reply.body["subjects_found"], json!(1));
     catch_up(&pool).await;
 
+    let sink = tempfile::tempdir().unwrap();
+    let dispatcher = Dispatcher::new(
+        setup.api.app.clone(),
+        Arc::new(FileSink::new(sink.path())),
+        Arc::new(FileSink::new(sink.path())),
+        RetryPolicy::default(),
+        Arc::new(SystemClock),
+    );
+    let report = dispatcher.dispatch_due().await.unwrap();
+    assert_eq!(report.sent, 0, "{report:?}");
+    assert_eq!(report.skipped, u64::try_from(queued).unwrap(), "{report:?}");
+    let email_outcomes: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT status, last_error FROM notifications.outbox
+          WHERE recipient_id = $1 AND channel = 'email'",
+    )
+    .bind(Uuid::parse_str(&setup.ambassador_id).unwrap())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        email_outcomes,
+        [("skipped".to_owned(), Some("recipient_erased".to_owned()))]
+    );
+    assert!(
+        std::fs::read_dir(sink.path()).unwrap().next().is_none(),
+        "the dispatcher wrote a message for the erased ambassador"
+    );
+
     let dump = dump_database(&pool).await;
-    let erased = [AMBASSADOR_NAME, AMBASSADOR_EMAIL, AMBASSADOR_PHONE];
+    let erased = erased_values(&[AMBASSADOR_NAME, AMBASSADOR_EMAIL], AMBASSADOR_PHONE);
     assert_absent(&dump, &erased, "the database dump");
     let log_output = logs.text();
     assert!(
@@ -474,6 +697,16 @@ async fn erasure_of_ambassador_leaves_no_trace(pool: PgPool) {
 
     let report = verify(&setup.api, &setup.auditor).await;
     assert_eq!(report.body["ok"], json!(true), "{}", report.body);
+
+    // Both stored responses contain the ambassador's id, because the enrolment shows their
+    // contact data and the referral names them as its ambassador.
+    let stored_responses: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM idempotency_records WHERE agency_id = $1 ORDER BY key")
+            .bind(setup.agency.agency_id.0)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_responses, Vec::<String>::new());
 
     let ambassador = setup
         .api
@@ -740,18 +973,118 @@ fn parts(content_type: &str, body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
-async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
-    let setup = setup(&pool).await;
-    let other = setup.api.agency().await;
-    let (_, other_auditor) = setup.api.user(&other, &[Role::ComplianceAuditor]).await;
-    let operator = operator_token(&setup.api).await;
-    let agency_id = setup.agency.agency_id.0;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE agency_id = $1")
+/// Tables without an `agency_id` column, each with the column that names an id of the
+/// agency's aggregates or imports.
+const TABLES_BY_OWNER_ID: [(&str, &str); 12] = [
+    ("public.access_tokens", "user_id"),
+    ("public.invitations", "user_id"),
+    ("public.sessions", "user_id"),
+    ("public.snapshots", "aggregate_id"),
+    // NOTE: the test agencies import no timesheets, so this entry always counts zero.
+    ("public.timesheet_rows", "import_id"),
+    ("public.totp_last_steps", "user_id"),
+    ("public.user_activity", "user_id"),
+    ("public.user_logins", "user_id"),
+    ("read_models.ambassador_summary_payouts", "ambassador_id"),
+    ("read_models.ambassador_summary_payouts", "payout_id"),
+    ("read_models.ambassador_summary_referrals", "ambassador_id"),
+    ("read_models.ambassador_summary_referrals", "referral_id"),
+];
+
+/// Returns the ids of every aggregate and timesheet import of an agency, as text.
+async fn owner_ids(pool: &PgPool, agency_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id FROM events WHERE agency_id = $1
+         UNION
+         SELECT import_id::text FROM timesheet_imports WHERE agency_id = $1",
+    )
+    .bind(agency_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Returns the agency's row count of every table, as `schema.table` (or
+/// `schema.table.column` for a table reached through [`TABLES_BY_OWNER_ID`]) and count.
+async fn agency_row_counts(pool: &PgPool, agency_id: Uuid, ids: &[String]) -> Vec<(String, i64)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', columns.table_schema, columns.table_name)
+           FROM information_schema.columns AS columns
+           JOIN information_schema.tables AS tables USING (table_schema, table_name)
+          WHERE columns.column_name = 'agency_id' AND tables.table_type = 'BASE TABLE'
+            AND columns.table_schema NOT IN ('pg_catalog', 'information_schema')
+          ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut counts = Vec::new();
+    for table in tables {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE agency_id = $1"
+        ))
         .bind(agency_id)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
+        counts.push((table, count));
+    }
+    for (table, column) in TABLES_BY_OWNER_ID {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE {column}::text = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        counts.push((format!("{table}.{column}"), count));
+    }
+    counts
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
+    let (master, _) = MasterKey::generate();
+    let setup = setup_with_key(&pool, master.clone()).await;
+    // The other agency has the same people, program, referral and payout.
+    let other = setup_with_key(&pool, master).await;
+    for agency in [&setup, &other] {
+        assert_eq!(record_weeks_until_snapshot(agency, &pool).await, 1);
+        assert!(fill_outbox(&pool, &agency.ambassador_id).await > 0);
+    }
+    let operator = operator_token(&setup.api).await;
+    let agency_id = setup.agency.agency_id.0;
+    let other_id = other.agency.agency_id.0;
+    let events: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, encode(hash, 'hex') FROM events
+          WHERE agency_id = $1 ORDER BY position",
+    )
+    .bind(agency_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let ids = owner_ids(&pool, agency_id).await;
+    assert!(ids.contains(&setup.agency.admin_id.0.to_string()));
+    assert!(ids.contains(&setup.referral_id));
+    let other_ids = owner_ids(&pool, other_id).await;
+    let other_before = agency_row_counts(&pool, other_id, &other_ids).await;
+    let populated = [
+        "public.events",
+        "public.data_keys",
+        "notifications.outbox",
+        "read_models.aggregate_snapshots",
+        "public.snapshots.aggregate_id",
+        "public.user_logins.user_id",
+        "read_models.ambassador_summary_payouts.ambassador_id",
+    ];
+    for table in populated {
+        assert!(
+            other_before
+                .iter()
+                .any(|(name, count)| name == table && *count > 0),
+            "the other agency has no rows in {table}: {other_before:?}"
+        );
+    }
 
     let (status, content_type, body) = raw_call(
         &setup.api,
@@ -768,11 +1101,19 @@ async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
     let files = parts(&content_type, &body);
     let (name, ndjson) = &files[0];
     assert_eq!(name, "events.ndjson");
-    let lines: Vec<Value> = ndjson
+    let exported: Vec<(String, String, i64, String)> = ndjson
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            (
+                event["aggregate_type"].as_str().unwrap().to_owned(),
+                event["aggregate_id"].as_str().unwrap().to_owned(),
+                event["sequence"].as_i64().unwrap(),
+                event["hash"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    assert_eq!(i64::try_from(lines.len()).unwrap(), events);
+    assert_eq!(exported, events, "the export differs from the events table");
     assert!(
         ndjson.contains(CANDIDATE_NAME),
         "events lack the opened candidate name"
@@ -800,46 +1141,21 @@ async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT columns.table_schema::text, columns.table_name::text
-           FROM information_schema.columns AS columns
-           JOIN information_schema.tables AS tables USING (table_schema, table_name)
-          WHERE columns.column_name = 'agency_id' AND tables.table_type = 'BASE TABLE'
-            AND columns.table_schema NOT IN ('pg_catalog', 'information_schema')",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(tables.iter().any(|(_, table)| table == "data_keys"));
-    assert!(tables.iter().any(|(_, table)| table == "agency_keys"));
-    for (schema, table) in &tables {
-        let remaining: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE agency_id = $1"
-        ))
-        .bind(agency_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            remaining, 0,
-            "{schema}.{table} still has rows of the agency"
-        );
+    let remaining = agency_row_counts(&pool, agency_id, &ids).await;
+    assert!(remaining
+        .iter()
+        .any(|(table, _)| table == "public.data_keys"));
+    assert!(remaining
+        .iter()
+        .any(|(table, _)| table == "public.agency_keys"));
+    for (table, count) in &remaining {
+        assert_eq!(*count, 0, "{table} still has rows of the agency");
     }
-    let summaries: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM read_models.ambassador_summary_referrals WHERE ambassador_id = $1",
-    )
-    .bind(Uuid::parse_str(&setup.ambassador_id).unwrap())
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(summaries, 0);
-    let snapshots: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE aggregate_id = $1")
-            .bind(&setup.referral_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(snapshots, 0);
+    assert_eq!(
+        agency_row_counts(&pool, other_id, &other_ids).await,
+        other_before,
+        "the other agency's rows changed"
+    );
 
     let recorded: Vec<String> = sqlx::query_scalar(
         "SELECT event_type FROM events
@@ -851,9 +1167,28 @@ async fn offboarding_exports_then_deletes_agency(pool: PgPool) {
     .unwrap();
     assert_eq!(recorded, ["AgencyExported", "AgencyDeleted"]);
 
-    let report = verify(&setup.api, &other_auditor).await;
+    let report = verify(&other.api, &other.auditor).await;
     assert_eq!(report.status, StatusCode::OK, "{}", report.body);
     assert_eq!(report.body["ok"], json!(true), "{}", report.body);
+    let other_referral = other
+        .api
+        .call(
+            Method::GET,
+            &format!("/v1/referrals/{}", other.referral_id),
+            Some(&other.recruiter),
+            None,
+        )
+        .await;
+    assert_eq!(
+        other_referral.status,
+        StatusCode::OK,
+        "{}",
+        other_referral.body
+    );
+    assert_eq!(
+        other_referral.body["candidate"]["name"],
+        json!(CANDIDATE_NAME)
+    );
     let again = setup
         .api
         .call(

@@ -833,6 +833,78 @@ async fn malformed_submissions_name_the_field(pool: PgPool) {
     assert_eq!(setup.events("referral").await, 0);
 }
 
+/// A Social Security number and a Luhn-valid card number, each inside a sentence.
+const SENSITIVE_TEXTS: [&str; 2] = [
+    "Candidate gave SSN 123-45-6789 on the phone",
+    "Paid the fee with card 4111 1111 1111 1111",
+];
+
+/// Asserts a 422 that names `field` and whose message asks the user to leave such numbers
+/// out.
+fn assert_sensitive_rejected(reply: &Reply, field: &str, context: &str) {
+    assert_problem(reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    assert_eq!(
+        reply.body["field"],
+        json!(field),
+        "{context}: {}",
+        reply.body
+    );
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("must not be entered here"),
+        "{context}: the message does not tell the user to leave the number out: {detail}"
+    );
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn sensitive_numbers_rejected_in_reasons(pool: PgPool) {
+    let setup = setup(&pool).await;
+    let mut ordinary = setup.body("casey@example.com");
+    ordinary["note"] = json!("Call back at 555-0123, shift 3");
+    let accepted = setup
+        .call(Method::POST, "/v1/referrals", Some(ordinary))
+        .await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.body);
+    assert_eq!(
+        accepted.body["note"],
+        json!("Call back at 555-0123, shift 3"),
+        "{}",
+        accepted.body
+    );
+    let submitted = id_of(&accepted);
+    let hired = setup.submitted("drew@example.com").await;
+    let hire = json!({"start_date": "2026-01-05", "job_title": "Picker", "client_name": "Depot"});
+    let reply = setup.step(&hired, "hire", Some(hire)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let events_before = setup.events("referral").await;
+
+    for text in SENSITIVE_TEXTS {
+        let mut body = setup.body("erin@example.com");
+        body["note"] = json!(text);
+        let reply = setup.call(Method::POST, "/v1/referrals", Some(body)).await;
+        assert_sensitive_rejected(&reply, "note", "submit");
+        for step in ["decline", "withdraw"] {
+            let reply = setup
+                .step(&submitted, step, Some(json!({"reason": text})))
+                .await;
+            assert_sensitive_rejected(&reply, "reason", step);
+        }
+        let end = json!({"end_date": "2026-02-06", "reason": text});
+        let reply = setup.step(&hired, "placement-end", Some(end)).await;
+        assert_sensitive_rejected(&reply, "reason", "placement-end");
+    }
+    assert_eq!(setup.events("referral").await, events_before);
+
+    let declined = setup
+        .step(
+            &submitted,
+            "decline",
+            Some(json!({"reason": "Needs 2 references; has 1"})),
+        )
+        .await;
+    assert_eq!(declined.status, StatusCode::OK, "{}", declined.body);
+}
+
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn malformed_commands_name_the_field(pool: PgPool) {
     let setup = setup(&pool).await;

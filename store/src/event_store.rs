@@ -18,11 +18,11 @@ use cqrs_es::persist::{
     EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
     ReplayStream, SerializedEvent, SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use referrals_domain::ids::{AgencyId, UserId};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Aggregates whose snapshot is refreshed every this many events; long histories (hours
@@ -748,5 +748,76 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
     /// The services the aggregate's command handlers use.
     pub fn services(&self) -> &A::Services {
         &self.services
+    }
+
+    /// Executes one command on the new aggregate `aggregate_id` and appends its events
+    /// inside `transaction`, so that they commit or roll back together with the caller's
+    /// other writes. The events are stored as [`Self::execute`] stores them, without a
+    /// snapshot.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] when a rule rejects the command,
+    /// [`CommandError::Conflict`] when the aggregate already has events, and
+    /// [`CommandError::Unavailable`] or [`CommandError::Failed`] for the database. The
+    /// transaction is unusable after a database error, so the caller must drop it.
+    pub async fn execute_new_in(
+        &self,
+        transaction: &mut Transaction<'_, Postgres>,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<A, CommandError<A::Error>> {
+        let mut aggregate = A::default();
+        let sink = EventSink::default();
+        aggregate
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(CommandError::Rejected)?;
+        let events = sink.collect().await;
+        let metadata = serde_json::to_value(metadata.to_map())
+            .map_err(|error| CommandError::Failed(Box::new(error)))?;
+        let mut sequences = Vec::with_capacity(events.len());
+        let mut event_types = Vec::with_capacity(events.len());
+        let mut event_versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            sequences.push(i64::try_from(index + 1).unwrap_or(i64::MAX));
+            event_types.push(event.event_type());
+            event_versions.push(event.event_version());
+            payloads.push(
+                serde_json::to_value(&event)
+                    .map_err(|error| CommandError::Failed(Box::new(error)))?,
+            );
+            aggregate.apply(event);
+        }
+        let metadata = vec![metadata; payloads.len()];
+        // The same casts as `EventRepository::append`, so both paths store the JSON text in
+        // the same form.
+        let inserted = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata)
+             SELECT $1, $2, new.sequence, new.event_type, new.event_version,
+                    new.payload, new.metadata
+               FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+                    AS new (sequence, event_type, event_version, payload, metadata)
+              ORDER BY new.sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(&sequences)
+        .bind(&event_types)
+        .bind(&event_versions)
+        .bind(&payloads)
+        .bind(&metadata)
+        .execute(&mut **transaction)
+        .await;
+        // `commands_total` is not counted here: the caller's commit decides the outcome.
+        match inserted {
+            Ok(_) => Ok(aggregate),
+            Err(error) if is_unique_violation(&error) => Err(CommandError::Conflict {
+                aggregate_type: A::TYPE,
+            }),
+            Err(error) => Err(classify_sqlx(error)),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Personal data of one subject: sealing it for events, opening it for authorized
 //! readers, and computing the keyed hashes that duplicate checks compare.
 
+use std::fmt;
 use std::sync::Arc;
 
 use referrals_domain::ids::AgencyId;
@@ -34,8 +35,10 @@ pub struct SealedDetails {
     pub phone: Option<Sealed>,
 }
 
-/// Opened contact details, or the mark that the subject was erased.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Opened contact details, or the mark that the subject was erased. `Debug` shows which
+/// fields are present but none of their values, so `{:?}` in a log line or panic message
+/// does not reveal them.
+#[derive(Clone, PartialEq, Eq)]
 pub enum OpenedDetails {
     /// The subject's data, decrypted.
     Present {
@@ -48,6 +51,33 @@ pub enum OpenedDetails {
     },
     /// The subject's data key was destroyed: nothing can be shown.
     Erased,
+}
+
+impl fmt::Debug for OpenedDetails {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Present {
+                name: _,
+                email,
+                phone,
+            } => formatter
+                .debug_struct("Present")
+                .field("name", &RedactedValue)
+                .field("email", &email.as_ref().map(|_| RedactedValue))
+                .field("phone", &phone.as_ref().map(|_| RedactedValue))
+                .finish(),
+            Self::Erased => formatter.write_str("Erased"),
+        }
+    }
+}
+
+/// The `Debug` stand-in for a personal value.
+struct RedactedValue;
+
+impl fmt::Debug for RedactedValue {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("[redacted]")
+    }
 }
 
 /// Seals and opens personal fields through the key vault.
@@ -221,5 +251,46 @@ fn seal_details(
             .phone
             .as_ref()
             .map(|phone| seal(Field::Phone, phone.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opened_details_debug_hides_values() {
+        let details = OpenedDetails::Present {
+            name: "Zoë Quill".to_owned(),
+            email: Some("zoe.quill@example.org".to_owned()),
+            phone: None,
+        };
+
+        let text = format!("{details:?}");
+
+        assert_eq!(
+            text,
+            r#"Present { name: [redacted], email: Some([redacted]), phone: None }"#
+        );
+    }
+
+    #[test]
+    fn opened_details_pretty_debug_hides_values() {
+        let details = OpenedDetails::Present {
+            name: "Zoë Quill".to_owned(),
+            email: None,
+            phone: Some("+12025550143".to_owned()),
+        };
+
+        let text = format!("{details:#?}");
+
+        assert!(!text.contains("Zoë"), "{text}");
+        assert!(!text.contains("2025550143"), "{text}");
+        assert!(text.contains("phone: Some("), "{text}");
+    }
+
+    #[test]
+    fn erased_details_debug_names_variant() {
+        assert_eq!(format!("{:?}", OpenedDetails::Erased), "Erased");
     }
 }

@@ -175,8 +175,8 @@ async fn find_subjects_by_hash(
 /// requester learns that nothing is held.
 ///
 /// # Errors
-/// [`AppError::Unavailable`] when the database fails; nothing is erased then, because
-/// every change commits in one transaction.
+/// [`AppError::Unavailable`] when the database fails. Nothing is erased then, because
+/// every change, the `SubjectsErased` event included, commits in one transaction.
 pub async fn erase(
     app: &Application,
     metadata: &CommandMetadata,
@@ -214,16 +214,15 @@ pub async fn erase(
         None,
     )
     .await?;
-    transaction.commit().await.map_err(unavailable)?;
-
     let command = PrivacyCommand::RecordErasure {
         agency_id,
         subjects: subjects.clone(),
         at: metadata.recorded_at,
     };
     app.privacy
-        .execute(&request_id.to_string(), command, metadata, None)
+        .execute_new_in(&mut transaction, &request_id.to_string(), command, metadata)
         .await?;
+    transaction.commit().await.map_err(unavailable)?;
     tracing::info!(%agency_id, %request_id, subjects = subjects.len(), "subjects erased");
     Ok((request_id, subjects))
 }

@@ -1,10 +1,11 @@
 //! Master-key rotation: stored keys are re-wrapped under a new master key in batches,
 //! after which the application with only the new key reads everything written before.
 
-use referrals_domain::ids::AgencyId;
-use referrals_domain::referral::Referral;
+use referrals_domain::ids::{AgencyId, AmbassadorId, ProgramId};
+use referrals_domain::referral::{Referral, ReferralStatus};
 use referrals_domain::terms::AmbassadorKind;
 use referrals_store::application::{Application, NewAmbassador};
+use referrals_store::audit::verify_chain;
 use referrals_store::crypto::{CryptoError, MasterKey};
 use referrals_store::keys::{count_wrapped_keys, rewrap_batch, KeyError, WrappedKeyCounts};
 use referrals_store::personal::{OpenedDetails, SealedDetails};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 /// The data written under the old master key: one ambassador and two referred candidates.
 struct Written {
     agency: AgencyId,
+    program: ProgramId,
     ambassador_id: Uuid,
     ambassador: SealedDetails,
     referrals: Vec<(Uuid, SealedDetails)>,
@@ -61,10 +63,23 @@ async fn write_personal_data(app: &Application) -> Written {
     }
     Written {
         agency,
+        program,
         ambassador_id: ambassador_id.0,
         ambassador,
         referrals,
     }
+}
+
+/// Returns the MD5 digest of every column of every row of the events table, as text in
+/// position order.
+async fn events_digest(pool: &PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT md5(string_agg(event::text, E'\\n' ORDER BY event.position))
+           FROM events AS event",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 fn sealed_candidate(referral: &Referral) -> SealedDetails {
@@ -81,6 +96,7 @@ async fn rotation_in_batches_lets_only_the_new_key_read_old_data(pool: PgPool) {
     let (key_a, _) = MasterKey::generate();
     let (key_b, _) = MasterKey::generate();
     let written = write_personal_data(&Application::new(pool.clone(), key_a.clone())).await;
+    let events_before = events_digest(&pool).await;
     let before = count_wrapped_keys(&pool, &key_a, &key_b).await.unwrap();
     // Three data keys (the ambassador and two candidates) and at least one agency key.
     assert!(before.old >= 4, "{before:?}");
@@ -107,6 +123,15 @@ async fn rotation_in_batches_lets_only_the_new_key_read_old_data(pool: PgPool) {
             other: 0
         }
     );
+
+    assert_eq!(
+        events_digest(&pool).await,
+        events_before,
+        "the rotation changed stored events"
+    );
+    let report = verify_chain(&pool, None, false).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert!(report.events_checked > 0, "{report:?}");
 
     let with_b = Application::new(pool.clone(), key_b.clone());
     let (referral_id, sealed) = &written.referrals[0];
@@ -152,6 +177,20 @@ async fn rotation_in_batches_lets_only_the_new_key_read_old_data(pool: PgPool) {
         count_wrapped_keys(&pool, &key_a, &key_b).await.unwrap(),
         after
     );
+
+    // The agency's hashing key survived the rotation: the same candidate, referred again
+    // under the new master key, produces the same keyed hash and is found as a duplicate.
+    let again = submit(
+        &with_b,
+        &recruiter(written.agency),
+        written.program,
+        AmbassadorId(written.ambassador_id),
+        contact("A. Lovelace", Some("ada@example.com"), None),
+    )
+    .await
+    .unwrap()
+    .aggregate;
+    assert_eq!(again.status(), Some(ReferralStatus::Duplicate));
 }
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
