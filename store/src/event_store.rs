@@ -77,18 +77,6 @@ impl EventRepository {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut event_types = Vec::with_capacity(events.len());
-        let mut event_versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        for event in events {
-            sequences.push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
-            event_types.push(event.event_type.as_str());
-            event_versions.push(event.event_version.as_str());
-            payloads.push(&event.payload);
-            metadata.push(&event.metadata);
-        }
         // cqrs-es folds into the snapshot only the events up to the last multiple of
         // SNAPSHOT_EVERY, but postgres-es labels it with the last event's sequence, so a
         // command whose events straddle that multiple would lose the later ones on the
@@ -101,45 +89,15 @@ impl EventRepository {
                 i64::try_from(version).unwrap_or(i64::MAX),
             )
         });
-        let statement = sqlx::query_as::<_, (i64, i64)>(
-            "WITH appended AS (
-                 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                     event_version, payload, metadata)
-                 SELECT $1, $2, new.sequence, new.event_type, new.event_version,
-                        new.payload, new.metadata
-                   FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-                        AS new (sequence, event_type, event_version, payload, metadata)
-                  -- The hash chain trigger links each row to the one inserted before it.
-                  ORDER BY new.sequence
-                 RETURNING 1),
-             snapshot AS (
-                 INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence,
-                                        current_snapshot, payload)
-                 SELECT $1, $2, $8, $9, $10 WHERE $9 IS NOT NULL
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
-                    SET last_sequence = EXCLUDED.last_sequence,
-                        current_snapshot = EXCLUDED.current_snapshot,
-                        payload = EXCLUDED.payload
-                  WHERE snapshots.current_snapshot = EXCLUDED.current_snapshot - 1
-                 RETURNING 1)
-             SELECT (SELECT count(*) FROM appended), (SELECT count(*) FROM snapshot)",
-        )
-        .bind(A::TYPE)
-        .bind(&last.aggregate_id)
-        .bind(&sequences)
-        .bind(&event_types)
-        .bind(&event_versions)
-        .bind(&payloads)
-        .bind(&metadata)
-        .bind(snapshot.as_ref().map(|(_, reached, _)| *reached))
-        .bind(snapshot.as_ref().map(|(_, _, version)| *version))
-        .bind(snapshot.as_ref().map(|(payload, _, _)| payload));
+        let snapshot = snapshot
+            .as_ref()
+            .map(|(payload, reached, version)| (payload, *reached, *version));
         if snapshot.is_none() {
-            statement.fetch_one(&self.pool).await?;
+            insert_events(&self.pool, A::TYPE, events, None).await?;
             return Ok(());
         }
         let mut transaction = self.pool.begin().await?;
-        let (_, snapshots_written) = statement.fetch_one(&mut *transaction).await?;
+        let snapshots_written = insert_events(&mut *transaction, A::TYPE, events, snapshot).await?;
         if snapshots_written != 1 {
             // Dropping the transaction rolls the events back.
             return Err(AppendError::SnapshotMoved);
@@ -213,6 +171,69 @@ impl EventRepository {
         }
         Ok((snapshot, events))
     }
+}
+
+/// Inserts `events`, all of one aggregate and in sequence order, with one statement,
+/// and with `snapshot` (state, last sequence folded in, snapshot version) also upserts the
+/// aggregate's snapshot row if it is still at the previous version. Returns the number of
+/// snapshot rows written.
+async fn insert_events<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    aggregate_type: &str,
+    events: &[SerializedEvent],
+    snapshot: Option<(&Value, i64, i64)>,
+) -> Result<i64, sqlx::Error> {
+    let Some(first) = events.first() else {
+        return Ok(0);
+    };
+    let mut sequences = Vec::with_capacity(events.len());
+    let mut event_types = Vec::with_capacity(events.len());
+    let mut event_versions = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    let mut metadata = Vec::with_capacity(events.len());
+    for event in events {
+        sequences.push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
+        event_types.push(event.event_type.as_str());
+        event_versions.push(event.event_version.as_str());
+        payloads.push(&event.payload);
+        metadata.push(&event.metadata);
+    }
+    let (_, snapshots_written): (i64, i64) = sqlx::query_as(
+        "WITH appended AS (
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata)
+             SELECT $1, $2, new.sequence, new.event_type, new.event_version,
+                    new.payload, new.metadata
+               FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+                    AS new (sequence, event_type, event_version, payload, metadata)
+              -- The hash chain trigger links each row to the one inserted before it.
+              ORDER BY new.sequence
+             RETURNING 1),
+         snapshot AS (
+             INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence,
+                                    current_snapshot, payload)
+             SELECT $1, $2, $8, $9, $10 WHERE $9 IS NOT NULL
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+                SET last_sequence = EXCLUDED.last_sequence,
+                    current_snapshot = EXCLUDED.current_snapshot,
+                    payload = EXCLUDED.payload
+              WHERE snapshots.current_snapshot = EXCLUDED.current_snapshot - 1
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM appended), (SELECT count(*) FROM snapshot)",
+    )
+    .bind(aggregate_type)
+    .bind(&first.aggregate_id)
+    .bind(&sequences)
+    .bind(&event_types)
+    .bind(&event_versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .bind(snapshot.map(|(_, last_sequence, _)| last_sequence))
+    .bind(snapshot.map(|(_, _, version)| version))
+    .bind(snapshot.map(|(payload, _, _)| payload))
+    .fetch_one(executor)
+    .await?;
+    Ok(snapshots_written)
 }
 
 /// Why [`EventRepository::append`] wrote nothing.
@@ -776,41 +797,22 @@ impl<A: Aggregate + Tenanted> AggregateStore<A> {
         let events = sink.collect().await;
         let metadata = serde_json::to_value(metadata.to_map())
             .map_err(|error| CommandError::Failed(Box::new(error)))?;
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut event_types = Vec::with_capacity(events.len());
-        let mut event_versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
+        let mut serialized = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
-            sequences.push(i64::try_from(index + 1).unwrap_or(i64::MAX));
-            event_types.push(event.event_type());
-            event_versions.push(event.event_version());
-            payloads.push(
-                serde_json::to_value(&event)
-                    .map_err(|error| CommandError::Failed(Box::new(error)))?,
-            );
+            let payload = serde_json::to_value(&event)
+                .map_err(|error| CommandError::Failed(Box::new(error)))?;
+            serialized.push(SerializedEvent::new(
+                aggregate_id.to_owned(),
+                index + 1,
+                A::TYPE.to_owned(),
+                event.event_type(),
+                event.event_version(),
+                payload,
+                metadata.clone(),
+            ));
             aggregate.apply(event);
         }
-        let metadata = vec![metadata; payloads.len()];
-        // The same casts as `EventRepository::append`, so both paths store the JSON text in
-        // the same form.
-        let inserted = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                 event_version, payload, metadata)
-             SELECT $1, $2, new.sequence, new.event_type, new.event_version,
-                    new.payload, new.metadata
-               FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-                    AS new (sequence, event_type, event_version, payload, metadata)
-              ORDER BY new.sequence",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .bind(&sequences)
-        .bind(&event_types)
-        .bind(&event_versions)
-        .bind(&payloads)
-        .bind(&metadata)
-        .execute(&mut **transaction)
-        .await;
+        let inserted = insert_events(&mut **transaction, A::TYPE, &serialized, None).await;
         // `commands_total` is not counted here: the caller's commit decides the outcome.
         match inserted {
             Ok(_) => Ok(aggregate),
