@@ -68,6 +68,7 @@ async fn run_with(instances: usize) -> Outcome {
     checks::one_owner_per_candidate(&mut connection, &report).await;
     // No process was killed, so no claim was cut off and every e-mail arrives once.
     let received = sendgrid.dedupe_keys();
+    checks::outbox_matches_notifying_events(&mut connection).await;
     checks::notifications_delivered_once(&mut connection, &received, &BTreeSet::new()).await;
     let events = checks::event_counts(&mut connection).await;
     drop(connection);
