@@ -116,6 +116,11 @@ enum ProjectionsCommand {
         #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
         database_read_url: Option<String>,
     },
+    /// Apply the events after each checkpoint to every read model and referral_schedule,
+    /// then exit without starting the workers. The payout requester and
+    /// notification_outbox are left behind, because catching them up would request
+    /// payouts or queue messages.
+    CatchUp,
     /// Rebuild read models from the event store. The live tables stay readable: the
     /// rebuild fills copies and swaps their rows in at the end.
     Rebuild {
@@ -140,6 +145,9 @@ pub async fn run() -> ExitCode {
         }) => {
             crate::projections_cli::status(&cli.database_url, database_read_url.as_deref(), json)
                 .await
+        }
+        Command::Projections(ProjectionsCommand::CatchUp) => {
+            crate::projections_cli::catch_up(&cli.database_url).await
         }
         Command::Projections(ProjectionsCommand::Rebuild { name }) => {
             crate::projections_cli::rebuild(&cli.database_url, name.as_deref()).await

@@ -1,6 +1,7 @@
-//! `referrals projections status` and `referrals projections rebuild`.
+//! `referrals projections status`, `catch-up` and `rebuild`.
 
 use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use referrals_projections::runner::ProjectionRunner;
@@ -13,6 +14,9 @@ use referrals_workers::outbox::OUTBOX_PROJECTION;
 
 /// How often a rebuild without a terminal logs its progress, in events.
 const LOG_EVERY_EVENTS: u64 = 50_000;
+
+/// How long `catch-up` keeps retrying a projection that still has events behind.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Prints the status of every read model, reactor and worker projection. With a replica, also prints its
 /// replay lag and the status as read from the replica, which is what list endpoints
@@ -134,6 +138,67 @@ fn print_status_table(statuses: &[ProjectionStatus]) {
     }
 }
 
+/// Applies the events after each checkpoint to every read model and the referral
+/// schedule, the projections that `rebuild` handles, and prints the count per
+/// projection.
+///
+/// A pass reads only events of transactions older than every transaction still running
+/// in the PostgreSQL cluster, so a projection with events behind is caught up again,
+/// with a short pause, until none is left or [`CATCH_UP_TIMEOUT`] runs out.
+///
+/// # Errors
+/// Returns an error when the database cannot be reached, a batch fails, or a projection
+/// still has events behind after the timeout.
+pub async fn catch_up(database_url: &str) -> anyhow::Result<()> {
+    let pool = database::connect(&database::parse_url(database_url)?, 2).await?;
+    let runner = ProjectionRunner::new(pool.clone());
+    for projection in rebuildable_projections() {
+        let name = projection.name();
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        let mut applied = 0;
+        loop {
+            applied += runner
+                .catch_up(projection.as_ref())
+                .await
+                .with_context(|| format!("catching up {name}"))?;
+            let status = projection_status(&pool, &[name])
+                .await
+                .with_context(|| format!("reading the status of {name}"))?;
+            let behind = status.first().map_or(0, |row| row.events_behind);
+            if behind == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} still has {behind} events behind after {} s; a long transaction \
+                     elsewhere on the PostgreSQL server may hold them back, so retry when it ends",
+                    CATCH_UP_TIMEOUT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::info!(projection = name, applied, "projection caught up");
+        println!("{name}: caught up, {applied} events applied");
+    }
+    Ok(())
+}
+
+/// Returns every read model and the referral schedule: the projections that only read
+/// events and write their own tables, so replaying or catching them up has no effect
+/// outside them.
+fn rebuildable_projections() -> Vec<std::sync::Arc<dyn Projection>> {
+    let mut projections: Vec<std::sync::Arc<dyn Projection>> = models::all()
+        .into_iter()
+        .map(std::sync::Arc::from)
+        .collect();
+    projections.extend(
+        referrals_workers::projections()
+            .into_iter()
+            .filter(|projection| projection.name() != OUTBOX_PROJECTION),
+    );
+    projections
+}
+
 /// Rebuilds one projection, or every read model and the referral schedule, showing
 /// progress.
 ///
@@ -146,15 +211,7 @@ pub async fn rebuild(database_url: &str, name: Option<&str>) -> anyhow::Result<(
         bail!("{}", outbox_rebuild_refusal());
     }
     let pool = database::connect(&database::parse_url(database_url)?, 4).await?;
-    let mut rebuildable: Vec<std::sync::Arc<dyn Projection>> = models::all()
-        .into_iter()
-        .map(std::sync::Arc::from)
-        .collect();
-    rebuildable.extend(
-        referrals_workers::projections()
-            .into_iter()
-            .filter(|projection| projection.name() != OUTBOX_PROJECTION),
-    );
+    let rebuildable = rebuildable_projections();
     let chosen: Vec<_> = match name {
         None => rebuildable.iter().collect(),
         Some(name) => {

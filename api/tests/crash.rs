@@ -1,7 +1,8 @@
 //! A server killed with SIGKILL in the middle of a mixed command load loses no accepted
 //! command, duplicates no payout or candidate owner, and its read models catch up to what
 //! a rebuild from the event store produces. Every notification the load causes reaches
-//! a mock SendGrid, repeated only for the messages the killed process had claimed.
+//! a mock SendGrid, repeated only for the messages the killed process had claimed, and
+//! every notifying event has its outbox rows.
 
 mod live;
 
@@ -102,6 +103,7 @@ async fn sigkill_under_load_loses_nothing() {
     checks::accepted_commands_are_stored(&mut connection, &report).await;
     checks::payouts_are_not_duplicated(&mut connection).await;
     checks::one_owner_per_candidate(&mut connection, &report).await;
+    checks::outbox_matches_notifying_events(&mut connection).await;
     checks::notifications_delivered_once(&mut connection, &received, &claimed_at_kill).await;
     checks::read_models_equal_rebuild(&database).await;
     drop(connection);

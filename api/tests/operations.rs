@@ -1,14 +1,18 @@
-//! The operations endpoints and the error format, through the real router against a
-//! fresh, migrated database.
+//! The operations endpoints, the error format and the headers every response carries,
+//! through the real router against a fresh, migrated database.
+
+mod common;
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use referrals_api::http;
+use referrals_domain::role::Role;
 use referrals_store::application::Application;
 use referrals_store::crypto::MasterKey;
+use serde_json::json;
 use sqlx::PgPool;
 use tower::ServiceExt;
 
@@ -119,4 +123,99 @@ async fn openapi_lists_every_route(pool: PgPool) {
             "{path} missing from the document"
         );
     }
+}
+
+#[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
+async fn personal_data_is_never_cached(pool: PgPool) {
+    let api = common::TestApi::new(&pool);
+    let agency = api.agency().await;
+    let (_, recruiter) = api.user(&agency, &[Role::Recruiter]).await;
+    let program = api
+        .call(
+            Method::POST,
+            "/v1/programs",
+            Some(&agency.admin_token),
+            Some(json!({
+                "name": "Warehouse referrals",
+                "terms": {"bonus_schedule": [{"trigger": "hired", "threshold": 0, "amount": 10000}]}
+            })),
+        )
+        .await;
+    assert_eq!(program.status, StatusCode::CREATED, "{}", program.body);
+    let ambassador = api
+        .call(
+            Method::POST,
+            "/v1/ambassadors",
+            Some(&recruiter),
+            Some(json!({"name": "Avery Ambassador", "email": "amb@example.com", "kind": "field_worker"})),
+        )
+        .await;
+    assert_eq!(
+        ambassador.status,
+        StatusCode::CREATED,
+        "{}",
+        ambassador.body
+    );
+    let referral = api
+        .call(
+            Method::POST,
+            "/v1/referrals",
+            Some(&recruiter),
+            Some(json!({
+                "program_id": program.body["id"],
+                "ambassador_id": ambassador.body["id"],
+                "candidate": {"name": "Casey Candidate", "email": "casey@example.com"},
+                "job_reference": "Forklift driver"
+            })),
+        )
+        .await;
+    assert_eq!(referral.status, StatusCode::CREATED, "{}", referral.body);
+    let referral_id = referral.body["id"].as_str().unwrap();
+    common::catch_up(&pool).await;
+
+    let read = api
+        .call(
+            Method::GET,
+            &format!("/v1/referrals/{referral_id}"),
+            Some(&recruiter),
+            None,
+        )
+        .await;
+    let list = api
+        .call(Method::GET, "/v1/referrals", Some(&recruiter), None)
+        .await;
+    let review_csv = api
+        .call(
+            Method::GET,
+            "/v1/audit/access-review?format=csv",
+            Some(&agency.admin_token),
+            None,
+        )
+        .await;
+
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(
+        read.body["candidate"]["name"], "Casey Candidate",
+        "{}",
+        read.body
+    );
+    assert_eq!(read.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert_eq!(
+        list.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        list.body
+    );
+    assert_eq!(list.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(review_csv.status, StatusCode::OK);
+    assert!(
+        review_csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"),
+        "{:?}",
+        review_csv.headers
+    );
+    assert_eq!(review_csv.headers[header::CACHE_CONTROL], "no-store");
 }

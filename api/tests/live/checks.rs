@@ -317,3 +317,61 @@ pub async fn notifications_delivered_once(
         "e-mails delivered more than twice (once by the killed process, once after): {more_than_twice:?}"
     );
 }
+
+/// Asserts that the outbox has exactly the rows the notifying events call for, keyed
+/// `aggregate_type/aggregate_id/sequence:channel`. Wait for the outbox projection to
+/// catch up first.
+///
+/// The query restates the rules of `workers/src/outbox.rs` in SQL. An ambassador gets an
+/// e-mail and an SMS row for a submission, each status change, and each bonus or payment
+/// of theirs. A recruiter gets an e-mail row when a referral is assigned to them.
+pub async fn outbox_matches_notifying_events(connection: &mut PgConnection) {
+    let expected: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT format('%s/%s/%s:%s', e.aggregate_type, e.aggregate_id, e.sequence, channel)
+           FROM events AS e
+          CROSS JOIN LATERAL unnest(CASE WHEN e.event_type = 'RecruiterAssigned'
+                                         THEN ARRAY['email']
+                                         ELSE ARRAY['email', 'sms'] END) AS channel
+          WHERE (e.aggregate_type = 'referral'
+                 AND e.event_type IN ('ReferralSubmitted', 'RecruiterAssigned',
+                                      'ReferralContacted', 'ReferralInterviewing',
+                                      'ReferralHired', 'ReferralDeclined', 'ReferralWithdrawn',
+                                      'ReferralExpired', 'ReferralCompleted'))
+             OR (e.aggregate_type = 'payout'
+                 AND e.event_type IN ('PayoutRequested', 'PayoutPaid')
+                 AND EXISTS (SELECT 1 FROM events AS first
+                              WHERE first.aggregate_type = 'payout'
+                                AND first.aggregate_id = e.aggregate_id
+                                AND first.sequence = 1
+                                AND first.payload -> 'PayoutRequested' ->> 'recipient'
+                                    = 'ambassador'))",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let queued: BTreeSet<String> =
+        sqlx::query_scalar("SELECT dedupe_key FROM notifications.outbox")
+            .fetch_all(connection)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+
+    assert!(!expected.is_empty(), "no event of the load notifies anyone");
+    let missing: Vec<&String> = expected.difference(&queued).collect();
+    assert!(
+        missing.is_empty(),
+        "{} notifying events have no outbox row, first: {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let unexpected: Vec<&String> = queued.difference(&expected).collect();
+    assert!(
+        unexpected.is_empty(),
+        "{} outbox rows match no notifying event, first: {:?}",
+        unexpected.len(),
+        unexpected.first()
+    );
+}
