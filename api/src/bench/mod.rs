@@ -91,6 +91,12 @@ impl Profile {
     }
 }
 
+/// The shortest time between two logged counts of [`Progress::count`].
+const COUNT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// When [`Progress::count`] last logged a count, shared by every copy of [`Progress`].
+static LAST_COUNT_LOGGED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
 /// Progress for a person at a terminal, or log lines when standard error is redirected.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Progress {
@@ -113,11 +119,20 @@ impl Progress {
         }
     }
 
-    /// Overwrites the current terminal line with a running count; silent in logs, where
-    /// `step` lines mark the progress instead.
+    /// Overwrites the current terminal line with a running count. Without a terminal, it
+    /// logs the count at most once per [`COUNT_LOG_INTERVAL`], so a long generation or
+    /// rebuild shows it is moving without a line per batch.
     pub fn count(&self, message: &str) {
         if self.terminal {
             eprint!("\rbench: {message}");
+            return;
+        }
+        let mut last_logged = LAST_COUNT_LOGGED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last_logged.is_none_or(|logged| logged.elapsed() >= COUNT_LOG_INTERVAL) {
+            tracing::info!(progress = message, "bench progress");
+            *last_logged = Some(Instant::now());
         }
     }
 
