@@ -130,40 +130,21 @@ async fn personal_data_is_never_cached(pool: PgPool) {
     let api = common::TestApi::new(&pool);
     let agency = api.agency().await;
     let (_, recruiter) = api.user(&agency, &[Role::Recruiter]).await;
-    let program = api
-        .call(
-            Method::POST,
-            "/v1/programs",
-            Some(&agency.admin_token),
-            Some(json!({
-                "name": "Warehouse referrals",
-                "terms": {"bonus_schedule": [{"trigger": "hired", "threshold": 0, "amount": 10000}]}
-            })),
+    let program_id = api
+        .create_program(
+            &agency,
+            json!([{"trigger": "hired", "threshold": 0, "amount": 10000}]),
         )
         .await;
-    assert_eq!(program.status, StatusCode::CREATED, "{}", program.body);
-    let ambassador = api
-        .call(
-            Method::POST,
-            "/v1/ambassadors",
-            Some(&recruiter),
-            Some(json!({"name": "Avery Ambassador", "email": "amb@example.com", "kind": "field_worker"})),
-        )
-        .await;
-    assert_eq!(
-        ambassador.status,
-        StatusCode::CREATED,
-        "{}",
-        ambassador.body
-    );
+    let ambassador_id = api.enroll_ambassador(&recruiter, "amb@example.com").await;
     let referral = api
         .call(
             Method::POST,
             "/v1/referrals",
             Some(&recruiter),
             Some(json!({
-                "program_id": program.body["id"],
-                "ambassador_id": ambassador.body["id"],
+                "program_id": program_id,
+                "ambassador_id": ambassador_id,
                 "candidate": {"name": "Casey Candidate", "email": "casey@example.com"},
                 "job_reference": "Forklift driver"
             })),

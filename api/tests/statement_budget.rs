@@ -72,45 +72,23 @@ async fn journey_commands_stay_within_their_statement_budgets(pool: PgPool) {
     let agency = api.agency().await;
     let (_, recruiter) = api.user(&agency, &[Role::Recruiter]).await;
     let (_, approver) = api.user(&agency, &[Role::PayoutApprover]).await;
-    let program = api
-        .call(
-            Method::POST,
-            "/v1/programs",
-            Some(&agency.admin_token),
-            Some(json!({
-                "name": "Warehouse referrals",
-                "terms": {"bonus_schedule": [
-                    {"trigger": "hired", "threshold": 0, "amount": 10000},
-                    {"trigger": "hours_worked", "threshold": 160, "amount": 50000}
-                ]}
-            })),
+    let program_id = api
+        .create_program(
+            &agency,
+            json!([
+                {"trigger": "hired", "threshold": 0, "amount": 10000},
+                {"trigger": "hours_worked", "threshold": 160, "amount": 50000}
+            ]),
         )
         .await;
-    assert_eq!(program.status, StatusCode::CREATED, "{}", program.body);
-    let ambassador = api
-        .call(
-            Method::POST,
-            "/v1/ambassadors",
-            Some(&recruiter),
-            Some(
-                json!({"name": "Avery Ambassador", "email": "amb@example.com",
-                        "kind": "field_worker"}),
-            ),
-        )
-        .await;
-    assert_eq!(
-        ambassador.status,
-        StatusCode::CREATED,
-        "{}",
-        ambassador.body
-    );
+    let ambassador_id = api.enroll_ambassador(&recruiter, "amb@example.com").await;
 
     // A first referral fills what a running server has filled already: the agency key
     // cache and the pool's connections.
     let submit = |email: &str| {
         let body = json!({
-            "program_id": id_of(&program),
-            "ambassador_id": id_of(&ambassador),
+            "program_id": program_id,
+            "ambassador_id": ambassador_id,
             "candidate": {"name": "Casey Candidate", "email": email},
             "note": "Worked with Avery at the depot"
         });

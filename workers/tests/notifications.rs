@@ -229,6 +229,24 @@ async fn rows(pool: &PgPool, channel: &str) -> Vec<(String, i32, Option<String>)
     .unwrap()
 }
 
+/// Queues the e-mail of one referral: an agency without texting, the ambassador Ada with
+/// only an e-mail address, and her referral of Grace, with the outbox filled.
+async fn email_referral_queued(pool: &PgPool) -> Arc<Application> {
+    let app = Arc::new(application(pool));
+    let agency = AgencyId::new();
+    create_agency(pool, agency, false).await;
+    let ada = ambassador(
+        &app,
+        agency,
+        contact("Ada", Some("ada@example.com"), None),
+        false,
+    )
+    .await;
+    refer(&app, agency, ada, "grace@example.org").await;
+    fill_outbox(pool).await;
+    app
+}
+
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn email_delivered_once_after_two_failures(pool: PgPool) {
     let app = Arc::new(application(&pool));
@@ -282,18 +300,7 @@ async fn email_schedule(pool: &PgPool) -> (String, i32, DateTime<Utc>) {
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn email_retries_wait_for_growing_backoff(pool: PgPool) {
-    let app = Arc::new(application(&pool));
-    let agency = AgencyId::new();
-    create_agency(&pool, agency, false).await;
-    let ada = ambassador(
-        &app,
-        agency,
-        contact("Ada", Some("ada@example.com"), None),
-        false,
-    )
-    .await;
-    refer(&app, agency, ada, "grace@example.org").await;
-    fill_outbox(&pool).await;
+    let app = email_referral_queued(&pool).await;
     let (mock, base_url) = start_mock().await;
     mock.fail_next(3, 503);
     // Whole seconds, because PostgreSQL stores microseconds, and a minute ahead, so the
@@ -537,18 +544,7 @@ fn metrics_handle() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn email_dead_lettered_after_max_attempts(pool: PgPool) {
     let handle = metrics_handle();
-    let app = Arc::new(application(&pool));
-    let agency = AgencyId::new();
-    create_agency(&pool, agency, false).await;
-    let ada = ambassador(
-        &app,
-        agency,
-        contact("Ada", Some("ada@example.com"), None),
-        false,
-    )
-    .await;
-    refer(&app, agency, ada, "grace@example.org").await;
-    fill_outbox(&pool).await;
+    let app = email_referral_queued(&pool).await;
     let (mock, base_url) = start_mock().await;
     mock.fail_next(10, 500);
 

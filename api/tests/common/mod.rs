@@ -118,6 +118,44 @@ impl TestApi {
         }
     }
 
+    /// Creates a program named "Warehouse referrals" with `bonus_schedule` as the admin of
+    /// `agency` and returns its id.
+    pub async fn create_program(&self, agency: &TestAgency, bonus_schedule: Value) -> String {
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/programs",
+                Some(&agency.admin_token),
+                Some(serde_json::json!({
+                    "name": "Warehouse referrals",
+                    "terms": {"bonus_schedule": bonus_schedule}
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"].as_str().expect("a program id").to_owned()
+    }
+
+    /// Enrolls the field worker Avery Ambassador with `email`, using `token`, and returns
+    /// the ambassador's id.
+    pub async fn enroll_ambassador(&self, token: &str, email: &str) -> String {
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/ambassadors",
+                Some(token),
+                Some(serde_json::json!({
+                    "name": "Avery Ambassador", "email": email, "kind": "field_worker"
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"]
+            .as_str()
+            .expect("an ambassador id")
+            .to_owned()
+    }
+
     /// Invites a user with `roles` into `agency`, accepts and signs in; returns the token.
     pub async fn user(&self, agency: &TestAgency, roles: &[Role]) -> (UserId, String) {
         let admin = CommandMetadata::new(
