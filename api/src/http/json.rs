@@ -107,8 +107,29 @@ fn describe_data_error(message: &str) -> String {
         let expected = rest.split(", expected ").nth(1).unwrap_or("another value");
         return format!("invalid value, expected {expected}");
     }
+    // uuid and chrono describe what was wrong with the text but not what was expected.
+    if message.starts_with("UUID parsing failed") {
+        return "invalid id, expected a UUID such as 0192d3f4-6a1b-7c2d-8e3f-405162738495"
+            .to_owned();
+    }
+    if CHRONO_PARSE_ERRORS.contains(&message) {
+        return format!(
+            "{message}, expected a date such as 2026-01-05 (YYYY-MM-DD) or a UTC time such \
+             as 2026-01-05T09:30:00Z"
+        );
+    }
     message.to_owned()
 }
+
+/// The messages of chrono's `ParseError` (chrono 0.4), which name no expected format.
+const CHRONO_PARSE_ERRORS: [&str; 6] = [
+    "input is out of range",
+    "no possible date and time matching input",
+    "input is not enough for unique date and time",
+    "input contains invalid characters",
+    "premature end of input",
+    "trailing input",
+];
 
 #[cfg(test)]
 mod tests {
@@ -135,6 +156,34 @@ mod tests {
         let detail = format!("{error:?}");
         assert!(detail.contains("count"), "{detail}");
         assert!(!detail.contains("\"x\""), "{detail}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Dated {
+        id: uuid::Uuid,
+        start_date: chrono::NaiveDate,
+    }
+
+    #[test]
+    fn bad_uuid_and_date_say_what_is_expected() {
+        let id = format!(
+            "{:?}",
+            decode::<Dated>(br#"{"id":"prog-1","start_date":"2026-01-05"}"#).unwrap_err()
+        );
+        assert!(id.contains("expected a UUID such as"), "{id}");
+        assert!(!id.contains("prog-1"), "{id}");
+        let date = format!(
+            "{:?}",
+            decode::<Dated>(
+                br#"{"id":"0192d3f4-6a1b-7c2d-8e3f-405162738495","start_date":"2026-13-45"}"#
+            )
+            .unwrap_err()
+        );
+        assert!(
+            date.contains("start_date: input is out of range, expected a date such as"),
+            "{date}"
+        );
     }
 
     #[test]

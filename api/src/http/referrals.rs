@@ -1249,10 +1249,16 @@ impl BoardFilters {
             .as_deref()
             .map(|text| {
                 ReferralStatus::parse(text.trim()).ok_or_else(|| {
+                    // A status is no personal data, but any text can arrive here, so only
+                    // its start is quoted back.
+                    let shown: String = text.chars().take(40).collect();
                     ApiError::bad_request(
                         "invalid_status",
-                        "status must be one of submitted, contacted, interviewing, hired, \
-                         completed, declined, withdrawn, expired or duplicate",
+                        format!(
+                            "status {shown:?} is not a referral status; use one of submitted, \
+                             contacted, interviewing, hired, completed, declined, withdrawn, \
+                             expired or duplicate"
+                        ),
                     )
                     .with_field("status")
                 })
