@@ -215,22 +215,7 @@ where
         return Ok(());
     };
     let aggregate_type = first.aggregate_type.clone();
-    // As in `database_error`: a constraint violation fails on every retry, so it is
-    // poison, and the runner then finds its event by applying the batch event by event.
-    let batch_error = |error: sqlx::Error| {
-        let violates_constraint = matches!(
-            &error,
-            sqlx::Error::Database(database)
-                if database.code().is_some_and(|code| code.starts_with("23"))
-        );
-        let message =
-            format!("database error while applying a batch of {aggregate_type} events: {error}");
-        if violates_constraint {
-            ProjectionError::Poison(message)
-        } else {
-            ProjectionError::Transient(message)
-        }
-    };
+    let batch_error = super::batch_database_error("aggregate_states");
 
     let mut ids: Vec<&str> = events
         .iter()
@@ -246,7 +231,7 @@ where
     .bind(&ids)
     .fetch_all(&mut *connection)
     .await
-    .map_err(batch_error)?;
+    .map_err(&batch_error)?;
 
     let mut states: HashMap<String, Folded<A>> = HashMap::with_capacity(ids.len());
     for (aggregate_id, agency_id, version, state, updated_at) in stored {
@@ -315,7 +300,7 @@ where
     .bind(&current.times)
     .execute(&mut *connection)
     .await
-    .map_err(batch_error)?;
+    .map_err(&batch_error)?;
 
     if !snapshots.aggregate_ids.is_empty() {
         sqlx::query(
@@ -331,7 +316,7 @@ where
         .bind(&snapshots.states)
         .execute(&mut *connection)
         .await
-        .map_err(batch_error)?;
+        .map_err(&batch_error)?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
+use super::batch_database_error;
 use crate::{ProjectionError, StoredEvent};
 
 /// A read model row with a UUID primary key, read whole with `SELECT *`.
@@ -37,7 +38,7 @@ impl<R: KeyedRow> TouchedRows<R> {
     /// out.
     ///
     /// # Errors
-    /// As [`batch_error`].
+    /// As [`batch_database_error`].
     pub(super) async fn read(
         connection: &mut PgConnection,
         mut keys: Vec<Uuid>,
@@ -53,7 +54,7 @@ impl<R: KeyedRow> TouchedRows<R> {
             .bind(&keys)
             .fetch_all(&mut *connection)
             .await
-            .map_err(batch_error(R::TABLE))?;
+            .map_err(batch_database_error(R::TABLE))?;
         let rows = stored.into_iter().map(|row| (row.key(), row)).collect();
         Ok(Self {
             rows,
@@ -115,26 +116,4 @@ impl<R: KeyedRow> TouchedRows<R> {
 /// Returns one column of `rows`, to bind as an array parameter of an `UNNEST` statement.
 pub(super) fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(value).collect()
-}
-
-/// Converts a database error of a batch statement on `table`.
-///
-/// As in the event-by-event path, an integrity constraint violation (SQLSTATE class 23)
-/// fails on every retry, so it is poison, and the runner then applies the batch event by
-/// event to name the event. Any other failure is treated as transient. The message names
-/// the constraint but never the rows' values.
-pub(super) fn batch_error(table: &'static str) -> impl Fn(sqlx::Error) -> ProjectionError {
-    move |error| {
-        let violates_constraint = matches!(
-            &error,
-            sqlx::Error::Database(database)
-                if database.code().is_some_and(|code| code.starts_with("23"))
-        );
-        let message = format!("database error while writing a batch to {table}: {error}");
-        if violates_constraint {
-            ProjectionError::Poison(message)
-        } else {
-            ProjectionError::Transient(message)
-        }
-    }
 }

@@ -178,8 +178,10 @@ fn database_error(event: &StoredEvent) -> impl Fn(sqlx::Error) -> ProjectionErro
 }
 
 /// Converts a database error met while applying a batch of events to `table`, as
-/// [`database_error`] does for one event. A constraint violation is poison, so the runner
-/// applies the batch again event by event and stops at the event that breaks it.
+/// [`database_error`] does for one event. A constraint violation (SQLSTATE class 23) fails
+/// on every retry, so it is poison: the runner applies the batch again event by event and
+/// stops at the event that breaks it. The message names the constraint but never the
+/// rows' values.
 fn batch_database_error(table: &'static str) -> impl Fn(sqlx::Error) -> ProjectionError {
     move |error| {
         let message = format!("database error while writing a batch to {table}: {error}");

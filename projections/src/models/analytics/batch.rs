@@ -14,15 +14,16 @@ use referrals_domain::terms::Trigger;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::super::batch_rows::{batch_error, column, KeyedRow, TouchedRows};
+use super::super::batch_rows::{column, KeyedRow, TouchedRows};
 use super::super::{aggregate_uuid, decode, ineligible_reason_code, Decoded};
+use crate::models::batch_database_error;
 use crate::{ProjectionError, StoredEvent};
 
 /// Applies `events` in order to the three fact tables.
 ///
 /// # Errors
 /// [`ProjectionError::Poison`] for an event that the event-by-event path rejects, and
-/// as [`batch_error`].
+/// as [`batch_database_error`].
 pub(super) async fn apply_batch(
     connection: &mut PgConnection,
     events: &[StoredEvent],
@@ -151,7 +152,7 @@ async fn write_ambassador_facts(
     .bind(column(rows, |row| row.deactivated_at))
     .execute(&mut *connection)
     .await
-    .map_err(batch_error(AmbassadorFact::TABLE))?;
+    .map_err(batch_database_error(AmbassadorFact::TABLE))?;
     Ok(())
 }
 
@@ -331,7 +332,7 @@ async fn write_referral_facts(
     .bind(column(rows, |row| row.duplicate))
     .execute(&mut *connection)
     .await
-    .map_err(batch_error(ReferralFact::TABLE))?;
+    .map_err(batch_database_error(ReferralFact::TABLE))?;
     Ok(())
 }
 
@@ -501,6 +502,6 @@ async fn write_payout_facts(
     .bind(column(rows, |row| row.void_reason.as_deref()))
     .execute(&mut *connection)
     .await
-    .map_err(batch_error(PayoutFact::TABLE))?;
+    .map_err(batch_database_error(PayoutFact::TABLE))?;
     Ok(())
 }

@@ -10,15 +10,16 @@ use referrals_domain::payout::{PayoutEvent, PayoutStatus, Requester};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::super::batch_rows::{batch_error, column, KeyedRow, TouchedRows};
+use super::super::batch_rows::{column, KeyedRow, TouchedRows};
 use super::super::{aggregate_uuid, decode, Decoded};
+use crate::models::batch_database_error;
 use crate::{ProjectionError, StoredEvent};
 
 /// Applies the payout events of `events` in order to `payout_ledger`.
 ///
 /// # Errors
 /// [`ProjectionError::Poison`] for an event that the event-by-event path rejects, and
-/// as [`batch_error`].
+/// as [`batch_database_error`].
 pub(super) async fn apply_batch(
     connection: &mut PgConnection,
     events: &[StoredEvent],
@@ -279,6 +280,6 @@ async fn write(connection: &mut PgConnection, rows: &[LedgerRow]) -> Result<(), 
     .bind(column(rows, |row| row.updated_at))
     .execute(&mut *connection)
     .await
-    .map_err(batch_error(LedgerRow::TABLE))?;
+    .map_err(batch_database_error(LedgerRow::TABLE))?;
     Ok(())
 }
