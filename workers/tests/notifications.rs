@@ -249,18 +249,7 @@ async fn email_referral_queued(pool: &PgPool) -> Arc<Application> {
 
 #[sqlx::test(migrator = "referrals_store::database::MIGRATOR")]
 async fn email_delivered_once_after_two_failures(pool: PgPool) {
-    let app = Arc::new(application(&pool));
-    let agency = AgencyId::new();
-    create_agency(&pool, agency, false).await;
-    let ada = ambassador(
-        &app,
-        agency,
-        contact("Ada", Some("ada@example.com"), None),
-        false,
-    )
-    .await;
-    refer(&app, agency, ada, "grace@example.org").await;
-    fill_outbox(&pool).await;
+    let app = email_referral_queued(&pool).await;
     let (mock, base_url) = start_mock().await;
     mock.fail_next(2, 503);
 
