@@ -1,8 +1,8 @@
 //! Statements per command: each request of a referral's journey, counted through sqlx's
-//! statement log, stays within a budget. Every statement is a round trip to PostgreSQL,
-//! and round trips, not CPU, bound command throughput (see BENCHMARKS.md). The budgets are
-//! the counts measured when they were set; a change that adds a statement to a command has
-//! to raise its budget here, on purpose.
+//! statement log, stays within a budget. Every statement is a round trip to PostgreSQL and
+//! work for it, and the database's work dominates a command's cost (see BENCHMARKS.md).
+//! The budgets are the counts measured when they were set. A change that adds a statement
+//! to a command has to raise its budget here, on purpose.
 //!
 //! This file holds one test because the counter is process-wide: a second test running in
 //! parallel would add its statements to the count.

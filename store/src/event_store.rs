@@ -64,7 +64,7 @@ impl EventRepository {
         .await
     }
 
-    /// Appends `events` of one aggregate, and writes its snapshot when cqrs-es asks for one,
+    /// Appends `events` of one aggregate, and writes its snapshot when cqrs-es requests one,
     /// in a single statement. postgres-es sends BEGIN, one INSERT per event, the snapshot
     /// write and COMMIT, each a round trip. Only a snapshot write, once every
     /// [`SNAPSHOT_EVERY`] events, runs in a transaction, so that a snapshot written by
@@ -78,9 +78,9 @@ impl EventRepository {
             return Ok(());
         };
         // cqrs-es folds into the snapshot only the events up to the last multiple of
-        // SNAPSHOT_EVERY, but postgres-es labels it with the last event's sequence, so a
-        // command whose events straddle that multiple would lose the later ones on the
-        // next load. The label here is the multiple the snapshot state really reached.
+        // SNAPSHOT_EVERY, but postgres-es labels it with the last event's sequence. A
+        // command whose events straddle that multiple would then lose the later ones on
+        // the next load. The label here is the multiple the snapshot state really reached.
         let snapshot = snapshot_update.map(|(_, payload, version)| {
             let reached = last.sequence / SNAPSHOT_EVERY * SNAPSHOT_EVERY;
             (

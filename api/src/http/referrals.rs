@@ -1251,11 +1251,11 @@ impl BoardFilters {
                 ReferralStatus::parse(text.trim()).ok_or_else(|| {
                     // A status is no personal data, but any text can arrive here, so only
                     // its start is quoted back.
-                    let shown: String = text.chars().take(40).collect();
+                    let quoted_start: String = text.chars().take(40).collect();
                     ApiError::bad_request(
                         "invalid_status",
                         format!(
-                            "status {shown:?} is not a referral status; use one of submitted, \
+                            "status {quoted_start:?} is not a referral status; use one of submitted, \
                              contacted, interviewing, hired, completed, declined, withdrawn, \
                              expired or duplicate"
                         ),
