@@ -4,8 +4,8 @@
 //! The budgets are the counts measured when they were set. A change that adds a statement
 //! to a command has to raise its budget here, on purpose.
 //!
-//! This file holds one test because the counter is process-wide: a second test running in
-//! parallel would add its statements to the count.
+//! This file contains one test because the counter is process-wide, so a second test
+//! running in parallel would add its statements to the count.
 
 mod common;
 

@@ -77,27 +77,24 @@ impl EventRepository {
         let Some(last) = events.last() else {
             return Ok(());
         };
+        let Some((_, payload, version)) = snapshot_update else {
+            insert_events(&self.pool, A::TYPE, events, None).await?;
+            return Ok(());
+        };
+
         // cqrs-es folds into the snapshot only the events up to the last multiple of
         // SNAPSHOT_EVERY, but postgres-es labels it with the last event's sequence. A
         // command whose events straddle that multiple would then lose the later ones on
         // the next load. The label here is the multiple the snapshot state really reached.
-        let snapshot = snapshot_update.map(|(_, payload, version)| {
-            let reached = last.sequence / SNAPSHOT_EVERY * SNAPSHOT_EVERY;
-            (
-                payload,
-                i64::try_from(reached).unwrap_or(i64::MAX),
-                i64::try_from(version).unwrap_or(i64::MAX),
-            )
-        });
-        let snapshot = snapshot
-            .as_ref()
-            .map(|(payload, reached, version)| (payload, *reached, *version));
-        if snapshot.is_none() {
-            insert_events(&self.pool, A::TYPE, events, None).await?;
-            return Ok(());
-        }
+        let reached = last.sequence / SNAPSHOT_EVERY * SNAPSHOT_EVERY;
+        let snapshot = (
+            &payload,
+            i64::try_from(reached).unwrap_or(i64::MAX),
+            i64::try_from(version).unwrap_or(i64::MAX),
+        );
         let mut transaction = self.pool.begin().await?;
-        let snapshots_written = insert_events(&mut *transaction, A::TYPE, events, snapshot).await?;
+        let snapshots_written =
+            insert_events(&mut *transaction, A::TYPE, events, Some(snapshot)).await?;
         if snapshots_written != 1 {
             // Dropping the transaction rolls the events back.
             return Err(AppendError::SnapshotMoved);

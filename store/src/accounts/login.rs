@@ -527,7 +527,7 @@ impl Accounts {
 }
 
 /// Returns true when a credential last used at `last_used_at` should record a use at
-/// `now`. Skipping the update here saves a statement on most requests; `touch` checks the
+/// `now`. Skipping the update here saves a statement on most requests. `touch` checks the
 /// same condition again in SQL, so concurrent requests still write at most once.
 fn last_use_due(last_used_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     last_used_at.is_none_or(|last_used_at| {
